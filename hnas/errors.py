@@ -1,0 +1,8 @@
+"""The one exception type for mistakes a user can fix (bad config, missing file, malformed input)."""
+
+
+class HnasError(Exception):
+    """A user-facing error: its message says what is wrong and how to fix it.
+
+    `run.py` prints it without a traceback; library callers can catch it.
+    """

@@ -1,0 +1,22 @@
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+# Tests read the real data beside the checkout unless HNAS_DATA_DIR points elsewhere.
+os.environ.setdefault("HNAS_DATA_DIR", str(REPO.parent / "shared" / "data"))
+DATA = Path(os.environ["HNAS_DATA_DIR"])
+
+
+@pytest.fixture
+def data_dir():
+    return DATA
+
+
+@pytest.fixture(autouse=True)
+def results_dir(tmp_path, monkeypatch):
+    """Every test writes metric tables into its own folder, never into the (read-only) data folder."""
+    path = tmp_path / "results"
+    monkeypatch.setenv("HNAS_RESULTS_DIR", str(path))
+    return path
