@@ -2,4 +2,5 @@
 
 from hnas.errors import HnasError
 
-__all__ = ["HnasError"]
+__version__ = "0.1.0"
+__all__ = ["HnasError", "__version__"]

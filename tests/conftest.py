@@ -20,3 +20,15 @@ def results_dir(tmp_path, monkeypatch):
     path = tmp_path / "results"
     monkeypatch.setenv("HNAS_RESULTS_DIR", str(path))
     return path
+
+
+def compose(*overrides):
+    """The config `python run.py <overrides>` would run with, composed in-process."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from hnas.config import register_configs
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=list(overrides))

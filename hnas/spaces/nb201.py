@@ -12,7 +12,6 @@ Layouts (see docs/spaces.md):
 import copy
 import itertools
 import random
-from functools import lru_cache
 
 import torch
 from torch import nn
@@ -83,24 +82,20 @@ def sample(n, seed):
     return random.Random(seed).sample(all_archs(), n)
 
 
-@lru_cache(maxsize=1)
-def _official_order():
-    from hnas.benchmarks.nb201 import load_table
-
-    archs = list(load_table().archs)
-    return archs, {arch: i for i, arch in enumerate(archs)}
-
-
 def to_index(arch):
     """Official NB201 / NATS-Bench index of an arch string (needs the benchmark table)."""
-    return _official_order()[1][validate(arch)]
+    from hnas.benchmarks.nb201 import load_table
+
+    return load_table().index_of(arch)
 
 
 def from_index(index):
     """Arch string of an official NB201 / NATS-Bench index (needs the benchmark table)."""
     if not 0 <= int(index) < NUM_ARCHS:
         raise HnasError(f"NB201 index {index} is out of range: valid indices are 0..{NUM_ARCHS - 1}")
-    return _official_order()[0][int(index)]
+    from hnas.benchmarks.nb201 import load_table
+
+    return load_table().archs[int(index)]
 
 
 def is_degenerate(arch):

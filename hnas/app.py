@@ -1,0 +1,43 @@
+"""What `run.py` does with a composed config: check it, point the library at its folders, run the stage."""
+
+import importlib
+import logging
+import os
+import sys
+from pathlib import Path
+
+import torch
+from hydra.core.hydra_config import HydraConfig
+
+from hnas import paths
+from hnas.errors import HnasError
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(name):
+    """`auto` -> cuda when available, else cpu. Asking for cuda without a GPU is an error, not a fallback."""
+    name = getattr(name, "value", name)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise HnasError("device=cuda was requested but no CUDA GPU is visible; use device=cpu or device=auto")
+    return torch.device(name)
+
+
+def _export_paths(cfg):
+    # Library code reads the folders from the environment, so configs, env vars and tests agree on one source.
+    os.environ[paths.DATA_ENV] = str(Path(cfg.paths.data_dir).expanduser().resolve())
+    os.environ[paths.RESULTS_ENV] = str(Path(cfg.paths.results_dir).expanduser().resolve())
+
+
+def execute(cfg):
+    try:
+        _export_paths(cfg)
+        stage = importlib.import_module(f"hnas.stages.{cfg.stage.name}")
+        out_dir = Path(HydraConfig.get().runtime.output_dir)
+        log.info("stage %s, output folder %s", cfg.stage.name, out_dir)
+        return stage.run(cfg, out_dir)
+    except HnasError as error:
+        log.error("%s", error)
+        sys.exit(f"error: {error}")

@@ -1,0 +1,85 @@
+"""How well each metric ranks architectures: Spearman and Kendall correlation with benchmark accuracies."""
+
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from scipy import stats  # noqa: E402
+
+# (label, dataset, split, epochs): every target is named by dataset, split and epochs.
+TARGETS = (
+    ("cifar10 test 200ep", "cifar10", "test", 200),
+    ("cifar100 test 200ep", "cifar100", "test", 200),
+    ("ImageNet16-120 test 200ep", "ImageNet16-120", "test", 200),
+    ("cifar10-valid valid 12ep", "cifar10-valid", "valid", 12),
+    ("cifar100 valid 12ep", "cifar100", "valid", 12),
+    ("ImageNet16-120 valid 12ep", "ImageNet16-120", "valid", 12),
+)
+PLOTTED = TARGETS[:3]
+
+
+def attach_accuracies(frame, benchmark):
+    """Add one column per target to a metric-table frame, looked up by official index."""
+    frame = frame.dropna(subset=["index"]).copy()
+    index = frame["index"].astype(int).to_numpy()
+    for label, dataset, split, epochs in TARGETS:
+        frame[label] = benchmark.column(dataset, split, epochs)[index]
+    return frame
+
+
+def correlations(frame, metrics):
+    rows = []
+    for metric in metrics:
+        for label, *_ in TARGETS:
+            pair = frame[[metric, label]].replace([np.inf, -np.inf], np.nan).dropna()
+            rows.append({
+                "metric": metric, "target": label, "n": len(pair),
+                "spearman": stats.spearmanr(pair[metric], pair[label]).statistic if len(pair) > 2 else math.nan,
+                "kendall": stats.kendalltau(pair[metric], pair[label]).statistic if len(pair) > 2 else math.nan,
+            })
+    return pd.DataFrame(rows)
+
+
+def markdown_table(corr, statistic):
+    wide = corr.pivot(index="metric", columns="target", values=statistic)
+    wide = wide[[label for label, *_ in TARGETS]]
+    header = f"| metric ({statistic}) | " + " | ".join(wide.columns) + " |"
+    lines = [header, "|" + "---|" * (len(wide.columns) + 1)]
+    for metric, row in wide.iterrows():
+        lines.append(f"| {metric} | " + " | ".join(f"{v:.3f}" for v in row) + " |")
+    return "\n".join(lines)
+
+
+def scatter_plots(frame, metrics, path):
+    fig, axes = plt.subplots(len(metrics), len(PLOTTED), figsize=(4 * len(PLOTTED), 3 * len(metrics)),
+                             squeeze=False)
+    for r, metric in enumerate(metrics):
+        x = frame[metric].to_numpy(dtype=float)
+        # Metrics spanning many decades (synflow) are only readable on a log axis.
+        log_x = np.all(x[np.isfinite(x)] > 0) and np.nanmax(x) / max(np.nanmin(x), 1e-300) > 1e3
+        for c, (label, *_) in enumerate(PLOTTED):
+            ax = axes[r][c]
+            ax.scatter(x, frame[label], s=3, alpha=0.4)
+            if log_x:
+                ax.set_xscale("log")
+            ax.set_xlabel(metric)
+            ax.set_ylabel(f"{label} acc (%)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def correlation_report(frame, benchmark, metrics, out_dir):
+    """Write correlation.csv, correlation.md and scatter.png into out_dir; return the correlation frame."""
+    frame = attach_accuracies(frame, benchmark)
+    corr = correlations(frame, metrics)
+    corr.to_csv(out_dir / "correlation.csv", index=False)
+    text = (f"# Rank correlation of metrics with NB201 accuracies ({len(frame)} architectures)\n\n"
+            + markdown_table(corr, "spearman") + "\n\n" + markdown_table(corr, "kendall") + "\n")
+    (out_dir / "correlation.md").write_text(text)
+    scatter_plots(frame, metrics, out_dir / "scatter.png")
+    return corr

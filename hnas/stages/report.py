@@ -1,0 +1,41 @@
+"""Report stage: `stage.kind=correlation` (metrics vs accuracies of the run's metric table) or
+`stage.kind=search stage.inputs=[folders]` (the paper-style table and figure of finished runs and sweeps)."""
+
+import logging
+
+from hnas import paths
+from hnas.errors import HnasError
+from hnas.metric_table import MetricTable, TableSettings
+
+log = logging.getLogger(__name__)
+
+
+def run(cfg, out_dir):
+    kind = getattr(cfg.stage.kind, "value", cfg.stage.kind)
+    if kind == "search":
+        from hnas.reports.search_report import run_report
+
+        if not cfg.stage.inputs:
+            raise HnasError("stage.kind=search needs stage.inputs=[<run or sweep folder>, ...]")
+        return run_report(list(cfg.stage.inputs), out_dir)
+    return correlation(cfg, out_dir)
+
+
+def correlation(cfg, out_dir):
+    from hnas.benchmarks.nb201 import load_table
+    from hnas.reports.correlation import correlation_report
+
+    settings = TableSettings.from_config(cfg)
+    folder = paths.results_dir() / "metric-tables" / settings.name
+    if not (folder / "meta.json").exists():
+        raise HnasError(f"no metric table for these settings at {folder}; run stage=precompute with the same "
+                        "space, dataset and probe settings first")
+    frame = MetricTable(folder, settings).frame()
+    metrics = list(cfg.stage.metrics) if cfg.stage.metrics else [
+        c for c in frame.columns if c not in ("index", "arch", "seconds")]
+    absent = [m for m in metrics if m not in frame.columns]
+    if absent:
+        raise HnasError(f"the table {folder} has no column(s) {absent}; it has: {list(frame.columns)}")
+    corr = correlation_report(frame, load_table(), metrics, out_dir)
+    log.info("correlation of %d metrics over %d architectures written to %s", len(metrics), len(frame), out_dir)
+    return corr

@@ -1,0 +1,144 @@
+"""Search stage: run the configured search algorithm (`search=<name>`) on a space's benchmark oracle.
+
+Writes into the run folder `out_dir`:
+- `result.json`: the chosen architecture, its official index and validation accuracy, its 200-epoch test
+  accuracy on cifar10 / cifar100 / ImageNet16-120, search cost (summed query seconds), metric seconds,
+  number of queries, algorithm, metric, seed, the command-line overrides and the whole config;
+- `queries.csv`: every query in order (QUERY_COLUMNS), with the best-so-far architecture's test accuracies,
+  so reports can plot test error against search cost;
+- `tb/`: TensorBoard events, one point per query;
+- the log, through Python logging (Hydra sends it to the run folder).
+"""
+
+import json
+import logging
+import math
+import os
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from hnas.errors import HnasError
+from hnas.search import (TEST_DATASETS, BenchmarkOracle, Problem, nb201_space, run_search, search_config,
+                         test_column)
+from hnas.search.core import SEARCHES
+
+log = logging.getLogger(__name__)
+
+QUERY_COLUMNS = [
+    "step", "arch", "index", "t", "c", "score", "val_acc", "cost_s", "cum_cost_s",
+    "best_arch", "best_index", "best_val_acc", *[f"best_{test_column(ds)}" for ds in TEST_DATASETS],
+]
+
+
+def run(cfg, out_dir, table=None, metrics_of=None, tensorboard=True):
+    """Run one search; return result.json's content (without the config).
+
+    `table` (a benchmark table) and `metrics_of` (a metric source) default to the NB201 table of the data
+    folder and a MetricLookup on the run's metric table; tests pass constructed ones.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    scfg = search_config(cfg.search)
+    space_name = cfg.space.name
+    if space_name != "nb201":
+        raise HnasError(f"stage=search needs a benchmark oracle; only space=nb201 has one "
+                        f"(got space={space_name})")
+    if table is None:
+        from hnas.benchmarks.nb201 import load_table
+
+        table = load_table()
+    oracle = BenchmarkOracle(table, scfg.query_dataset, scfg.query_epochs)
+    metric = cfg.metric.name
+    names = SEARCHES.get(scfg.name)(scfg).metric_names(metric)
+    if names and metrics_of is None:
+        from hnas.stages.precompute import MetricLookup
+
+        metrics_of = MetricLookup(cfg, names)
+    problem = Problem(space=nb201_space(table.archs), oracle=oracle, seed=int(cfg.seed), metric=metric,
+                      metrics_of=metrics_of)
+
+    listeners = [_log_query]
+    writer = None
+    if tensorboard:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(log_dir=str(out_dir / "tb"))
+        listeners.append(lambda record: _tensorboard(writer, record))
+    log.info("search=%s metric=%s seed=%d: queries %s, budget %s s", scfg.name, metric if names else "-",
+             problem.seed, scfg.queries, scfg.budget_s)
+    try:
+        result = run_search(scfg, problem, listeners)
+    finally:
+        if writer is not None:
+            writer.close()
+
+    payload = write_outputs(result, out_dir, space=space_name, overrides=_overrides(), config=_config_dict(cfg))
+    tests = ", ".join(f"{ds} {result.test_acc[ds]:.2f}" for ds in TEST_DATASETS)
+    log.info("chose %s (index %d, val %.2f): test %s; search cost %.0f s in %d queries, metric time %.0f s, "
+             "wall %.1f s (%s)", result.arch, result.index, result.val_acc, tests, result.search_cost_s,
+             result.n_queries, result.metric_s, result.wall_s, result.stop_reason)
+    payload.pop("config")
+    return payload
+
+
+def write_outputs(result, out_dir, space="nb201", overrides=(), config=None):
+    """Write a SearchResult's queries.csv and result.json into `out_dir`; return result.json's content."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_queries(result.records, out_dir / "queries.csv")
+    payload = result.to_json()
+    payload["space"] = space
+    payload["overrides"] = list(overrides)
+    payload["config"] = config
+    # result.json last: its presence marks a finished run for the sweep summary.
+    atomic_write_text(out_dir / "result.json", json.dumps(payload, indent=2, default=str) + "\n")
+    return payload
+
+
+def atomic_write_text(path, text):
+    """Write `text` to `path` through a temporary file and os.replace, so readers never see half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_queries(records, path):
+    import pandas as pd
+
+    frame = pd.DataFrame(records, columns=QUERY_COLUMNS)
+    atomic_write_text(path, frame.to_csv(index=False))
+
+
+def _log_query(r):
+    extra = "" if math.isnan(r["t"]) else f" t={r['t']:.3f} c={r['c']:.3f} score={r['score']:.4g}"
+    log.info("query %d: %s (index %d) val %.2f, cost %.1f s, total %.1f s; best val %.2f (index %d)%s",
+             r["step"], r["arch"], r["index"], r["val_acc"], r["cost_s"], r["cum_cost_s"], r["best_val_acc"],
+             r["best_index"], extra)
+
+
+def _tensorboard(writer, r):
+    step = r["step"]
+    for key in ("t", "c", "score", "val_acc", "best_val_acc", "cost_s", "cum_cost_s",
+                *[f"best_{test_column(ds)}" for ds in TEST_DATASETS]):
+        value = r[key]
+        if value is not None and math.isfinite(value):
+            writer.add_scalar(f"query/{key}", value, step)
+    writer.flush()
+
+
+def _overrides():
+    """The run's command-line overrides (key=value strings), or [] outside a Hydra run."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return list(HydraConfig.get().overrides.task)
+    except Exception:  # not inside a Hydra run (tests, library use)
+        return []
+
+
+def _config_dict(cfg):
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    return cfg

@@ -1,0 +1,84 @@
+import subprocess
+import sys
+
+import pytest
+from hydra.errors import ConfigCompositionException, MissingConfigException
+from omegaconf.errors import ValidationError
+
+from conftest import REPO, compose
+
+GROUP_OPTIONS = {
+    "space": ["nb201"],
+    "dataset": ["cifar10", "cifar100", "imagenet16_120", "fake"],
+    "stage": ["precompute", "search", "train", "report"],
+    "search": ["hnas", "random", "rea", "reinforce", "training_free"],
+    "paths": ["default"],
+}
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "run.py", *args], cwd=REPO, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("group, option", [(g, o) for g, opts in GROUP_OPTIONS.items() for o in opts])
+def test_every_group_option_composes(group, option):
+    cfg = compose(f"{group}={option}")
+    assert cfg[group].name if group != "paths" else cfg.paths.data_dir
+
+
+def test_every_registered_metric_is_a_metric_option():
+    from hnas.metrics import list_metrics
+
+    names = list_metrics()
+    assert {"grad_norm", "snip", "grasp", "ntk_trace", "condnum", "synflow", "params", "flops"} <= set(names)
+    for name in names:
+        assert compose(f"metric={name}").metric.name == name
+
+
+def test_defaults_and_paths_from_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("HNAS_DATA_DIR", str(tmp_path))
+    cfg = compose()
+    assert cfg.stage.name == "search" and cfg.search.name == "hnas" and cfg.metric.name == "snip"
+    assert cfg.paths.data_dir == str(tmp_path)
+    assert cfg.probe.batch_size == 64 and cfg.seed == 0
+
+
+def test_precompute_metric_list_defaults_to_the_selected_metric():
+    assert list(compose("stage=precompute", "metric=grasp").stage.metrics) == ["grasp"]
+
+
+def test_misspelt_key_is_named():
+    with pytest.raises(ConfigCompositionException) as error:
+        compose("stage=precompute", "stage.limt=3")
+    assert "limt" in str(error.value.__cause__ or error.value)
+
+
+def test_unknown_group_option_lists_choices():
+    with pytest.raises(MissingConfigException) as error:
+        compose("metric=snipp")
+    assert "snipp" in str(error.value) and "grad_norm" in str(error.value)
+
+
+@pytest.mark.parametrize("override, name", [("device=gpu", "device"), ("seed=abc", "seed"),
+                                            ("space.layout=fancy", "layout"), ("probe.batch_size=x", "batch_size")])
+def test_bad_values_are_rejected_with_the_key(override, name):
+    with pytest.raises((ConfigCompositionException, ValidationError)) as error:
+        compose(override)
+    assert name in str(error.value) + str(error.value.__cause__)
+
+
+def test_help_lists_groups_and_options():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for text in ("space: nb201", "dataset: cifar10, cifar100, fake, imagenet16_120", "stage:", "search:",
+                 "grad_norm", "ntk_trace", "precompute"):
+        assert text in result.stdout, text
+
+
+def test_cli_mistakes_fail_without_a_traceback():
+    result = run_cli("stage=train")
+    assert result.returncode != 0 and "not built yet" in result.stderr and "Traceback" not in result.stderr
+    result = run_cli("metric=snipp")
+    assert result.returncode != 0 and "snipp" in result.stderr and "Traceback" not in result.stderr
+    result = run_cli("stage=precompute", "stage.archs=[|bad~0|]", "dataset=fake")
+    assert result.returncode != 0 and "malformed NB201" in result.stderr and "Traceback" not in result.stderr

@@ -1,0 +1,173 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from conftest import REPO, compose
+from hnas.errors import HnasError
+from hnas.metric_table import MetricTable, TableSettings
+from hnas.spaces import nb201
+from hnas.stages import precompute
+
+CHEAP = "stage.metrics=[grad_norm,snip,params]"
+COMMON = ("stage=precompute", "dataset=fake", "probe.batch_size=8", CHEAP)
+METRIC_COLUMNS = ["grad_norm", "snip", "params"]
+
+
+def run_stage(tmp_path, *overrides):
+    cfg = compose(*COMMON, *overrides)
+    out = tmp_path / f"out{time.monotonic_ns()}"
+    out.mkdir()
+    precompute.run(cfg, out)
+    return cfg
+
+
+def table_of(cfg, results_dir):
+    settings = TableSettings.from_config(cfg)
+    return MetricTable.for_settings(results_dir, settings).frame()
+
+
+def test_precompute_writes_table_with_sidecar(tmp_path, results_dir):
+    cfg = run_stage(tmp_path, "stage.limit=4")
+    folder = results_dir / "metric-tables" / TableSettings.from_config(cfg).name
+    frame = pd.read_csv(folder / "table.csv")
+    assert list(frame.columns) == ["index", "arch", *sorted(METRIC_COLUMNS), "seconds"]
+    assert sorted(frame["arch"]) == sorted(nb201.sample(4, seed=0))
+    assert (frame["seconds"] > 0).all()
+    assert all(frame["index"][i] == nb201.to_index(a) for i, a in enumerate(frame["arch"]))
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["settings"]["batch_size"] == 8 and meta["settings"]["dataset"] == "fake"
+    assert meta["created_with"]["torch"]
+
+
+def test_rerun_skips_done_work_and_adds_new_metrics(tmp_path, results_dir):
+    cfg = run_stage(tmp_path, "stage.limit=3")
+    first = table_of(cfg, results_dir)
+    run_stage(tmp_path, "stage.limit=3")  # nothing to do
+    assert len(list((results_dir / "metric-tables").glob("*/rows*.jsonl"))) == 1
+    lines = next((results_dir / "metric-tables").glob("*/rows.jsonl")).read_text().splitlines()
+    assert len(lines) == 3
+    run_stage(tmp_path, "stage.limit=3", "stage.metrics=[l2_norm]")
+    both = table_of(cfg, results_dir)
+    assert both["l2_norm"].notna().all()
+    pd.testing.assert_frame_equal(first[METRIC_COLUMNS], both[METRIC_COLUMNS])
+
+
+def test_shards_merge_into_the_unsharded_table(tmp_path, results_dir, monkeypatch):
+    cfg = run_stage(tmp_path, "stage.limit=6")
+    whole = table_of(cfg, results_dir)
+    sharded_dir = tmp_path / "sharded"
+    monkeypatch.setenv("HNAS_RESULTS_DIR", str(sharded_dir))
+    for shard in range(3):
+        run_stage(tmp_path, "stage.limit=6", f"stage.shard={shard}", "stage.num_shards=3")
+    merged = table_of(cfg, sharded_dir)
+    assert len(list(sharded_dir.glob("metric-tables/*/rows-shard*of3.jsonl"))) == 3
+    pd.testing.assert_frame_equal(whole.drop(columns="seconds"), merged.drop(columns="seconds"))
+
+
+def test_worker_processes_give_the_same_table(tmp_path, results_dir, monkeypatch):
+    cfg = run_stage(tmp_path, "stage.limit=4")
+    serial = table_of(cfg, results_dir)
+    monkeypatch.setenv("HNAS_RESULTS_DIR", str(tmp_path / "parallel"))
+    run_stage(tmp_path, "stage.limit=4", "stage.workers=2")
+    parallel = table_of(cfg, tmp_path / "parallel")
+    pd.testing.assert_frame_equal(serial.drop(columns="seconds"), parallel.drop(columns="seconds"))
+
+
+def test_kill_and_rerun_resumes_to_the_uninterrupted_table(tmp_path, results_dir):
+    overrides = [*COMMON, "stage.limit=10", f"paths.results_dir={tmp_path / 'killed'}",
+                 f"hydra.run.dir={tmp_path / 'run'}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "run.py", *overrides], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rows = None
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        rows = next((tmp_path / "killed").glob("metric-tables/*/rows.jsonl"), None)
+        if rows and len(rows.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert rows is not None
+    done_before = len(rows.read_text().splitlines())
+    assert done_before < 10, "the run finished before it could be killed; raise stage.limit"
+    with open(rows, "a") as f:  # a kill in the middle of a write leaves a partial line
+        f.write('{"arch": "|nor_conv_3x3~0|+|no')
+    subprocess.run([sys.executable, "run.py", *overrides], cwd=REPO, env=env, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cfg = compose(*COMMON, "stage.limit=10")
+    resumed = table_of(cfg, tmp_path / "killed")
+    assert len(rows.read_text().splitlines()) == 10  # each architecture computed once, partial line gone
+    run_stage(tmp_path, "stage.limit=10")
+    uninterrupted = table_of(cfg, results_dir)
+    pd.testing.assert_frame_equal(resumed.drop(columns="seconds"), uninterrupted.drop(columns="seconds"))
+
+
+def test_corrupt_and_foreign_tables_are_reported(tmp_path, results_dir):
+    cfg = run_stage(tmp_path, "stage.limit=2")
+    settings = TableSettings.from_config(cfg)
+    folder = results_dir / "metric-tables" / settings.name
+    rows = folder / "rows.jsonl"
+    good = rows.read_text()
+    rows.write_text("this is not json\n" + good)
+    with pytest.raises(HnasError, match="corrupt or foreign.*line 1"):
+        run_stage(tmp_path, "stage.limit=2")
+    rows.write_text(good.replace("|", "/", 1))
+    with pytest.raises(HnasError, match="corrupt or foreign"):
+        MetricTable(folder, settings)
+    rows.write_text(good)
+    meta = json.loads((folder / "meta.json").read_text())
+    meta["settings"]["batch_size"] = 256
+    (folder / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(HnasError, match="settings"):
+        run_stage(tmp_path, "stage.limit=2")
+    (folder / "meta.json").write_text("{broken")
+    with pytest.raises(HnasError, match="not valid JSON"):
+        run_stage(tmp_path, "stage.limit=2")
+
+
+def test_bad_stage_settings_fail_clearly(tmp_path):
+    with pytest.raises(HnasError, match="shard"):
+        run_stage(tmp_path, "stage.limit=2", "stage.shard=3", "stage.num_shards=2")
+    with pytest.raises(HnasError, match="malformed NB201"):
+        run_stage(tmp_path, "stage.archs=[|nor_conv_3x3~0|]")
+    with pytest.raises(HnasError, match="unknown metric"):
+        run_stage(tmp_path, "stage.limit=2", "stage.metrics=[snipp]")
+
+
+def test_metric_lookup_reads_the_table_and_computes_missing(tmp_path, results_dir):
+    cfg = run_stage(tmp_path, "stage.limit=2")
+    known = nb201.sample(2, seed=0)
+    fresh = nb201.sample(3, seed=99)[0]
+    lookup = precompute.MetricLookup(compose(*COMMON), ["snip", "grad_norm"])
+    values = lookup([*known, fresh])
+    table = table_of(cfg, results_dir).set_index("arch")
+    for arch in known:
+        assert values[arch]["snip"] == table.loc[arch, "snip"]
+    assert lookup.computed == 1 and fresh in table_of(cfg, results_dir)["arch"].tolist()
+    assert lookup.metric_seconds == pytest.approx(table_of(cfg, results_dir)["seconds"].sum())
+
+
+def test_correlation_report_on_a_small_table(tmp_path):
+    from hnas.benchmarks.nb201 import load_table
+    from hnas.reports.correlation import correlation_report
+
+    bench = load_table()
+    archs = nb201.sample(40, seed=2)
+    index = [bench.index_of(a) for a in archs]
+    truth = bench.column("cifar10", "test", 200)[index]
+    frame = pd.DataFrame({"index": index, "arch": archs, "oracle": truth, "anti": -truth,
+                          "seconds": 1.0})
+    corr = correlation_report(frame, bench, ["oracle", "anti"], tmp_path)
+    row = corr.set_index(["metric", "target"])
+    assert row.loc[("oracle", "cifar10 test 200ep"), "spearman"] == pytest.approx(1.0)
+    assert row.loc[("anti", "cifar10 test 200ep"), "kendall"] == pytest.approx(-1.0)
+    assert 0 < row.loc[("oracle", "cifar100 test 200ep"), "spearman"] < 1
+    assert (tmp_path / "correlation.csv").exists() and "| oracle |" in (tmp_path / "correlation.md").read_text()
+    assert (tmp_path / "scatter.png").stat().st_size > 10_000

@@ -1,0 +1,134 @@
+import random
+
+import pytest
+import torch
+
+from hnas.errors import HnasError
+from hnas.spaces import get_space, list_spaces, nb201
+
+A = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+D = "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"
+
+
+def test_parse_round_trip():
+    ops = nb201.parse(A)
+    assert ops == ("nor_conv_3x3", "nor_conv_3x3", "nor_conv_3x3", "skip_connect", "nor_conv_3x3", "nor_conv_3x3")
+    assert nb201.to_string(ops) == A
+
+
+@pytest.mark.parametrize("bad, hint", [
+    ("|nor_conv_3x3~0|+|nor_conv_3x3~0|", "3"),                             # missing a node
+    (A.replace("nor_conv_3x3~1", "conv9x9~1"), "unknown op 'conv9x9'"),      # unknown op
+    (A.replace("skip_connect~0", "skip_connect~1"), "op~0"),                 # wrong input node
+    (A.replace("|+|", "+", 1), "start and end"),                            # broken separators
+    ("", "node groups"),
+    (42, "expected a string"),
+])
+def test_malformed_arch_shows_expected_form(bad, hint):
+    with pytest.raises(HnasError) as error:
+        nb201.parse(bad)
+    message = str(error.value)
+    assert hint in message
+    assert "|op~0|+|op~0|op~1|+|op~0|op~1|op~2|" in message
+
+
+def test_enumeration_is_complete_and_distinct():
+    archs = nb201.all_archs()
+    assert len(archs) == len(set(archs)) == 15625 == nb201.NUM_ARCHS
+    assert all(nb201.validate(a) == a for a in archs[:50])
+
+
+def test_sampling_is_seeded_and_uniform_without_replacement():
+    first, again, other = nb201.sample(500, seed=3), nb201.sample(500, seed=3), nb201.sample(500, seed=4)
+    assert first == again and first != other
+    assert len(set(first)) == 500
+    # Uniform: each op should appear on each edge about 1/5 of the time.
+    counts = [sum(nb201.parse(a)[0] == op for a in first) for op in nb201.OPS]
+    assert min(counts) > 60 and max(counts) < 140
+    with pytest.raises(HnasError):
+        nb201.sample(20000, seed=0)
+
+
+def test_official_index_round_trip(data_dir):
+    rows = (data_dir / "nb201" / "nb201.csv").read_text().splitlines()[1:]
+    for line in random.Random(0).sample(rows, 20):
+        index, arch = line.split(",")[:2]
+        assert nb201.to_index(arch) == int(index)
+        assert nb201.from_index(int(index)) == arch
+    with pytest.raises(HnasError):
+        nb201.from_index(15625)
+
+
+def test_reference_layout_parameters_match_the_reference_network():
+    for arch in (A, D, nb201.sample(1, seed=1)[0]):
+        torch.manual_seed(0)
+        net = nb201.build(arch, num_classes=10, layout="reference")
+        assert sum(p.numel() for p in net.parameters()) == 1_692_826
+        total = sum(p.detach().double().sum() for p in net.parameters()).item()
+        assert total == pytest.approx(298.10518409866535, rel=1e-12)
+
+
+def test_compact_layout_parameters_equal_the_benchmark_table(data_dir):
+    rows = [line.split(",") for line in (data_dir / "nb201" / "nb201.csv").read_text().splitlines()[1:]]
+    # params_m is exact (a whole number of parameters) for all but 204 rows; compare only those.
+    exact = [r for r in rows if abs(float(r[2]) * 1e6 - round(float(r[2]) * 1e6)) < 1e-6]
+    for _, arch, params_m, *_ in random.Random(1).sample(exact, 30):
+        net = nb201.build(arch, num_classes=10, layout="compact")
+        assert sum(p.numel() for p in net.parameters()) == round(float(params_m) * 1e6)
+
+
+@pytest.mark.parametrize("layout", nb201.LAYOUTS)
+def test_both_layouts_run_forward_on_real_cifar10(layout):
+    from hnas.data import probe_batch
+
+    x, y = probe_batch("cifar10", 16, seed=0)
+    assert x.shape == (16, 3, 32, 32)
+    net = nb201.build(A, num_classes=10, layout=layout)
+    logits = net(x)
+    assert logits.shape == (16, 10) and torch.isfinite(logits).all()
+    torch.nn.functional.cross_entropy(logits, y).backward()
+    assert net.classifier.weight.grad.abs().sum() > 0
+
+
+def test_degenerate_cell_output_is_zero():
+    assert nb201.is_degenerate(D) and not nb201.is_degenerate(A)
+    assert nb201.is_degenerate("|nor_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|skip_connect~2|")
+    assert not nb201.is_degenerate("|nor_conv_3x3~0|+|none~0|none~1|+|none~0|skip_connect~1|none~2|")
+    cell = nb201.build(D, layout="compact").cells[0]
+    assert cell(torch.randn(2, 16, 8, 8)).abs().max() == 0
+
+
+def test_seeded_build_is_order_independent_and_leaves_global_rng_alone():
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    first = nb201.build_seeded(A, run_seed=5, layout="compact")
+    nb201.build_seeded(D, run_seed=5, layout="compact")
+    again = nb201.build_seeded(A, run_seed=5, layout="compact")
+    assert torch.equal(torch.random.get_rng_state(), before)
+    for p, q in zip(first.parameters(), again.parameters()):
+        assert torch.equal(p, q)
+    other_seed = nb201.build_seeded(A, run_seed=6, layout="compact")
+    assert not torch.equal(first.stem[0].weight, other_seed.stem[0].weight)
+
+
+def test_without_batchnorm_keeps_reference_reduction_batchnorms():
+    torch.manual_seed(0)
+    net = nb201.build(A, layout="reference")
+    stripped = net.without_batchnorm()
+    remaining = [name for name, m in stripped.named_modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert remaining and all(".conv_a." in name or ".conv_b." in name for name in remaining)
+    assert len(remaining) == 4  # conv_a and conv_b of both reductions
+    compact = nb201.build(A, layout="compact").without_batchnorm()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in compact.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())  # the original is untouched
+
+
+def test_space_registry():
+    assert "nb201" in list_spaces() and get_space("nb201") is nb201
+    with pytest.raises(HnasError, match="unknown search space 'nb999'"):
+        get_space("nb999")
+
+
+def test_unknown_layout_is_rejected():
+    with pytest.raises(HnasError, match="layout"):
+        nb201.build(A, layout="fancy")
