@@ -10,8 +10,12 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, List, Optional
 
+from pathlib import Path
+
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 class Device(Enum):
@@ -130,3 +134,14 @@ def register_configs():
         cs.store(group="search", name=f"{name}_schema", node=schema)
     for name in list_metrics():
         cs.store(group="metric", name=name, node=MetricConfig(name=name))
+    if not OmegaConf.has_resolver("hnas_groups"):
+        OmegaConf.register_new_resolver("hnas_groups", group_listing)
+
+
+def group_listing():
+    """The `--help` list of group options; Hydra's own list would also show the `*_schema` entries."""
+    from hnas.metrics import list_metrics
+
+    groups = {d.name: sorted(p.stem for p in d.glob("*.yaml")) for d in sorted(CONF_DIR.iterdir()) if d.is_dir()}
+    groups["metric"] = list_metrics()
+    return "\n".join(f"{group}: {', '.join(options)}" for group, options in sorted(groups.items()))

@@ -80,5 +80,5 @@ def test_cli_mistakes_fail_without_a_traceback():
     assert result.returncode != 0 and "not built yet" in result.stderr and "Traceback" not in result.stderr
     result = run_cli("metric=snipp")
     assert result.returncode != 0 and "snipp" in result.stderr and "Traceback" not in result.stderr
-    result = run_cli("stage=precompute", "stage.archs=[|bad~0|]", "dataset=fake")
+    result = run_cli("stage=precompute", 'stage.archs=["|bad~0|"]', "dataset=fake")
     assert result.returncode != 0 and "malformed NB201" in result.stderr and "Traceback" not in result.stderr

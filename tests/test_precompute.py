@@ -136,7 +136,7 @@ def test_bad_stage_settings_fail_clearly(tmp_path):
     with pytest.raises(HnasError, match="shard"):
         run_stage(tmp_path, "stage.limit=2", "stage.shard=3", "stage.num_shards=2")
     with pytest.raises(HnasError, match="malformed NB201"):
-        run_stage(tmp_path, "stage.archs=[|nor_conv_3x3~0|]")
+        run_stage(tmp_path, "stage.archs=[\"|nor_conv_3x3~0|\"]")
     with pytest.raises(HnasError, match="unknown metric"):
         run_stage(tmp_path, "stage.limit=2", "stage.metrics=[snipp]")
 

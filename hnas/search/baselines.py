@@ -1,0 +1,160 @@
+"""Baselines on the same oracle and cost accounting as HNAS: random search, REA, REINFORCE, training-free.
+
+All randomness comes from generators seeded with the run seed (numpy RandomState, torch.Generator), never
+from global state, so a run is reproducible whatever ran before it in the process.
+"""
+
+from collections import deque
+
+import numpy as np
+import torch
+
+from hnas.errors import HnasError
+from hnas.search.core import SEARCHES, metric_value
+from hnas.search.oracle import SearchStopped
+
+
+@SEARCHES.register("random")
+class RandomSearch:
+    """Query distinct uniformly random architectures (a seeded permutation of the space) until a limit."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    def metric_names(self, metric):
+        return []
+
+    def search(self, problem, qlog):
+        rng = np.random.RandomState(problem.seed)
+        for i in rng.permutation(len(problem.space)):
+            if qlog.exhausted:
+                break
+            qlog.query(problem.space.archs[i])
+        return None
+
+
+@SEARCHES.register("rea")
+class RegularizedEvolution:
+    """Regularised evolution (Real et al. 2019) as NAS-Bench-201 runs it.
+
+    A population of `population` uniform random architectures (with replacement); then, per cycle, draw
+    `sample_size` members with replacement, mutate the best of them by validation accuracy (one edge gets a
+    different op), query the child, append it and drop the oldest member. Repeated architectures are queried
+    and charged again, as in NB201's REA.
+    """
+
+    def __init__(self, cfg):
+        if cfg.population < 1 or cfg.sample_size < 1:
+            raise HnasError("search=rea needs population >= 1 and sample_size >= 1")
+        self.cfg = cfg
+
+    def metric_names(self, metric):
+        return []
+
+    def search(self, problem, qlog):
+        rng = np.random.RandomState(problem.seed)
+        space, population = problem.space, deque()
+        while len(population) < self.cfg.population and not qlog.exhausted:
+            arch = space.sample(1, rng)[0]
+            population.append((arch, qlog.query(arch)))
+        while not qlog.exhausted:
+            sample = [population[rng.randint(len(population))] for _ in range(self.cfg.sample_size)]
+            parent = max(sample, key=lambda member: member[1])  # first of the best on ties
+            child = space.mutate(parent[0], rng)
+            population.append((child, qlog.query(child)))
+            population.popleft()
+        return None
+
+
+class _EMA:
+    """Bias-corrected exponential moving average, the reward baseline of NB201's REINFORCE."""
+
+    def __init__(self, momentum):
+        self.momentum, self.numerator, self.denominator = momentum, 0.0, 0.0
+
+    def update(self, value):
+        self.numerator = self.momentum * self.numerator + (1 - self.momentum) * value
+        self.denominator = self.momentum * self.denominator + (1 - self.momentum)
+
+    def value(self):
+        return self.numerator / self.denominator
+
+
+@SEARCHES.register("reinforce")
+class Reinforce:
+    """REINFORCE (Williams 1992) with NAS-Bench-201's settings.
+
+    Policy: independent softmax over the ops of each edge, logits initialised to init_std * N(0, 1). Each
+    step samples one architecture, queries it (reward = validation accuracy in %), updates the EMA baseline
+    with the reward, then takes one Adam step on -(sum of the edges' log-probabilities) * (reward - baseline).
+    """
+
+    def __init__(self, cfg):
+        if not 0.0 <= cfg.ema_momentum < 1.0:
+            raise HnasError(f"search.ema_momentum must be in [0, 1), got {cfg.ema_momentum}")
+        self.cfg = cfg
+
+    def metric_names(self, metric):
+        return []
+
+    def search(self, problem, qlog):
+        space = problem.space
+        generator = torch.Generator().manual_seed(int(problem.seed))
+        logits = torch.nn.Parameter(
+            self.cfg.init_std * torch.randn(len(space.edges), len(space.ops), generator=generator,
+                                            dtype=torch.float64))
+        optimizer = torch.optim.Adam([logits], lr=self.cfg.learning_rate)
+        baseline = _EMA(self.cfg.ema_momentum)
+        while not qlog.exhausted:
+            with torch.no_grad():
+                action = torch.multinomial(torch.softmax(logits, dim=1), 1, generator=generator).squeeze(1)
+            arch = space.decode(tuple(space.ops[i] for i in action.tolist()))
+            reward = qlog.query(arch)
+            baseline.update(reward)
+            log_prob = torch.log_softmax(logits, dim=1).gather(1, action[:, None]).sum()
+            loss = -log_prob * (reward - baseline.value())
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        return None
+
+
+@SEARCHES.register("training_free")
+class TrainingFree:
+    """Rank candidates by the metric alone (the zero-cost baseline of the HNAS reference).
+
+    `candidates` uniform draws with replacement, duplicates removed, ranked by the metric, largest first
+    (by |metric| with `abs_metric`, as the reference; a value that is not finite ranks last). With
+    query_top_k = 0 the top-ranked architecture is the result and nothing is queried; otherwise the top k are
+    queried in rank order (within the query / budget limits) and the best by validation accuracy wins.
+    """
+
+    needs_limit = False
+
+    def __init__(self, cfg):
+        if cfg.candidates < 1 or cfg.query_top_k < 0:
+            raise HnasError("search=training_free needs candidates >= 1 and query_top_k >= 0")
+        self.cfg = cfg
+
+    def metric_names(self, metric):
+        if metric is None:
+            raise HnasError("search=training_free needs a metric (metric=<name>)")
+        return [metric]
+
+    def search(self, problem, qlog):
+        rng = np.random.RandomState(problem.seed)
+        candidates = list(dict.fromkeys(problem.space.sample(self.cfg.candidates, rng)))
+        values = problem.metrics_of(candidates)
+        m = np.array([metric_value(values[a][problem.metric]) for a in candidates])
+        if self.cfg.abs_metric:
+            m = np.abs(m)
+        ranked = np.argsort(-np.where(np.isfinite(m), m, -np.inf), kind="stable")
+        try:
+            for i in ranked[: self.cfg.query_top_k]:
+                if qlog.exhausted:
+                    break
+                qlog.query(candidates[i], score=m[i])
+        except SearchStopped:
+            pass
+        # No query made (k = 0, or a limit stopped the first): the top-ranked architecture is the answer.
+        return candidates[ranked[0]] if qlog.best is None else None

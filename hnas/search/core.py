@@ -1,0 +1,135 @@
+"""What every search algorithm shares: the problem it solves, its config, and one call that runs it.
+
+An algorithm is a class registered in `SEARCHES` with `__init__(cfg)`, `metric_names(metric)` (the metric
+columns it reads; [] for those that only query) and `search(problem, log)`, which queries through the
+QueryLog and returns the chosen architecture, or None to choose the best queried one by validation accuracy.
+"""
+
+import math
+import time
+from dataclasses import asdict, dataclass, field, is_dataclass
+from typing import Callable, Optional
+
+from omegaconf import DictConfig, OmegaConf
+
+from hnas.errors import HnasError
+from hnas.registry import Registry
+from hnas.search.config import SEARCH_SCHEMAS
+from hnas.search.oracle import QueryLog, SearchStopped
+
+SEARCHES = Registry("search algorithm")
+
+
+@dataclass
+class Problem:
+    """`metrics_of(archs) -> {arch: {metric name: value}}` is only needed by algorithms that read metrics;
+    when it has a `metric_seconds` attribute (MetricLookup), that becomes the result's metric time."""
+
+    space: object
+    oracle: object
+    seed: int = 0
+    metric: Optional[str] = None
+    metrics_of: Optional[Callable] = None
+
+
+@dataclass
+class SearchResult:
+    algorithm: str
+    metric: Optional[str]
+    seed: int
+    arch: str
+    index: int
+    val_acc: float
+    test_acc: dict  # 200-epoch test accuracy per dataset (TEST_DATASETS)
+    search_cost_s: float  # summed cost of the queries
+    metric_s: float  # metric computation attributed to the architectures looked up
+    n_queries: int
+    wall_s: float
+    stop_reason: str
+    query: dict  # what a query returned: dataset, split, epochs
+    search_config: dict
+    records: list = field(default_factory=list, repr=False)
+
+    def to_json(self):
+        """The result.json fields (without the records, which go to queries.csv)."""
+        out = asdict(self)
+        out.pop("records")
+        return out
+
+
+def search_config(cfg):
+    """A search config (dict, DictConfig or schema dataclass) -> the validated schema dataclass of its `name`,
+    with every missing key at its default."""
+    if is_dataclass(cfg) and not isinstance(cfg, type):
+        cfg = OmegaConf.structured(cfg)
+    if not isinstance(cfg, DictConfig):
+        cfg = OmegaConf.create(dict(cfg))
+    name = cfg.get("name")
+    if name not in SEARCH_SCHEMAS:
+        raise HnasError(f"unknown search algorithm {name!r}; choose one of: {', '.join(sorted(SEARCH_SCHEMAS))}")
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(SEARCH_SCHEMAS[name]), cfg)
+    except Exception as error:  # omegaconf's ValidationError / ConfigKeyError name the bad key
+        raise HnasError(f"invalid search config for {name!r}: {error}") from None
+    return OmegaConf.to_object(merged)
+
+
+def _check_limits(cfg, needs_limit):
+    if cfg.queries is not None and cfg.queries < 0:
+        raise HnasError(f"search.queries must be >= 0 or null, got {cfg.queries}")
+    if cfg.budget_s is not None and cfg.budget_s < 0:
+        raise HnasError(f"search.budget_s must be >= 0 or null, got {cfg.budget_s}")
+    if needs_limit and cfg.queries is None and cfg.budget_s is None:
+        raise HnasError(f"search={cfg.name} needs a limit: set search.queries or search.budget_s")
+
+
+def run_search(cfg, problem, listeners=()):
+    """Run the search algorithm `cfg.name` on `problem`; return a SearchResult.
+
+    `listeners` get each query record as it is made (logging, TensorBoard).
+    """
+    cfg = search_config(cfg)
+    algorithm = SEARCHES.get(cfg.name)(cfg)
+    _check_limits(cfg, getattr(algorithm, "needs_limit", True))
+    names = algorithm.metric_names(problem.metric)
+    if names and problem.metrics_of is None:
+        raise HnasError(f"search={cfg.name} reads metrics {names} but no metric source was given")
+    log = QueryLog(problem.oracle, cfg.queries, cfg.budget_s, listeners)
+    start = time.perf_counter()
+    try:
+        chosen = algorithm.search(problem, log)
+    except SearchStopped:
+        chosen = None
+    wall = time.perf_counter() - start
+    if chosen is None:
+        if log.best is None:
+            raise HnasError(f"search={cfg.name} made no query (stop reason: {log.stop_reason}); "
+                            "raise search.queries or search.budget_s")
+        chosen = log.best["arch"]
+    oracle = problem.oracle
+    metric_s = float(getattr(problem.metrics_of, "metric_seconds", 0.0) or 0.0) if names else 0.0
+    return SearchResult(
+        algorithm=cfg.name,
+        metric=problem.metric if names else None,
+        seed=int(problem.seed),
+        arch=chosen,
+        index=oracle.index(chosen),
+        val_acc=oracle.val_acc(chosen),
+        test_acc=oracle.test_accs(chosen),
+        search_cost_s=log.cost,
+        metric_s=metric_s,
+        n_queries=len(log.records),
+        wall_s=wall,
+        stop_reason=log.stop_reason or (f"reached {log.max_queries} queries" if log.exhausted else "finished"),
+        query={"dataset": oracle.dataset, "split": "valid", "epochs": oracle.epochs},
+        search_config=OmegaConf.to_container(OmegaConf.structured(cfg)),
+        records=log.records,
+    )
+
+
+def metric_value(value):
+    """A metric value as a float; a missing or failed one (None) becomes NaN."""
+    return math.nan if value is None else float(value)
+
+
+__all__ = ["SEARCHES", "Problem", "SearchResult", "run_search", "search_config", "metric_value"]

@@ -1,0 +1,133 @@
+"""Sweep summary, paper table and budget figure, from constructed job folders."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from omegaconf import OmegaConf
+
+from hnas.callbacks import SweepSummary
+from hnas.reports.search_report import (best_so_far_curve, budget_figure, load_results, paper_table, run_report,
+                                        summarize_sweep)
+from hnas.search import run_search
+from hnas.search.testing import constructed_problem
+from hnas.stages.search import QUERY_COLUMNS, write_outputs
+
+SETTINGS = [  # (search config, overrides without the seed)
+    ({"name": "hnas", "scale": 2000.0, "queries": 8}, ["search=hnas", "metric=fake"]),
+    ({"name": "random", "queries": 8}, ["search=random", "metric=fake"]),
+    ({"name": "random", "queries": 8}, ["search=random", "metric=other"]),  # the same runs again
+    ({"name": "random", "queries": 3}, ["search=random", "metric=fake", "search.queries=3"]),
+    ({"name": "training_free"}, ["search=training_free", "metric=fake"]),
+]
+SEEDS = (0, 1, 2)
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    """A sweep folder as Hydra lays it out: <sweep>/<job>/ with .hydra/ and the run's files; one failed job."""
+    root = tmp_path_factory.mktemp("sweep")
+    results, job = {}, 0
+    for config, overrides in SETTINGS:
+        for seed in SEEDS:
+            problem, _ = constructed_problem(seed=seed, peak=100 + 20 * seed)
+            result = run_search(config, problem)
+            folder = root / f"{job}_{'_'.join(overrides)}_seed={seed}"
+            (folder / ".hydra").mkdir(parents=True)
+            write_outputs(result, folder, space="toy", overrides=[*overrides, f"seed={seed}"])
+            results[(tuple(overrides), seed)] = result
+            job += 1
+    (root / "99_failed" / ".hydra").mkdir(parents=True)  # a job that died before writing result.json
+    return root, results
+
+
+def test_job_folders_hold_the_run_files(sweep):
+    root, results = sweep
+    folder = next(p for p in root.iterdir() if p.name.startswith("0_"))
+    payload = json.loads((folder / "result.json").read_text())
+    for key in ("arch", "index", "val_acc", "test_acc", "search_cost_s", "metric_s", "n_queries", "algorithm",
+                "metric", "seed", "overrides", "search_config"):
+        assert key in payload
+    queries = pd.read_csv(folder / "queries.csv")
+    assert list(queries.columns) == QUERY_COLUMNS and len(queries) == payload["n_queries"] == 8
+    assert not list(folder.glob(".*.tmp"))  # atomic writes leave no temporary file
+
+
+def test_summary_groups_settings_and_averages_seeds(sweep):
+    root, results = sweep
+    summary = summarize_sweep(root)
+    assert list(summary.columns[:3]) == ["algorithm", "metric", "search.queries"]
+    assert len(summary) == 4  # hnas, random, random with 3 queries, training_free
+    assert set(summary["n_seeds"]) == {3}  # the metric=other random runs repeat metric=fake's: counted once
+    row = summary[(summary.algorithm == "hnas")].iloc[0]
+    assert row["metric"] == "fake" and row["search.queries"] == ""
+    hnas = [results[(tuple(SETTINGS[0][1]), s)] for s in SEEDS]
+    c10 = [r.test_acc["cifar10"] for r in hnas]
+    assert row["cifar10_test_acc_200ep_mean"] == pytest.approx(np.mean(c10))
+    assert row["cifar10_test_acc_200ep_std"] == pytest.approx(np.std(c10))
+    assert row["search_cost_s_mean"] == pytest.approx(np.mean([r.search_cost_s for r in hnas]))
+    assert row["metric_s_mean"] == pytest.approx(np.mean([r.metric_s for r in hnas]))
+    assert row["seeds"] == "0 1 2"
+    short = summary[summary["search.queries"] == "3"].iloc[0]
+    assert short["algorithm"] == "random" and short["metric"] == "-" and short["n_queries_mean"] == 3
+    tf = summary[summary.algorithm == "training_free"].iloc[0]
+    assert tf["search_cost_s_mean"] == 0.0 and tf["n_queries_mean"] == 0
+
+
+def test_callback_writes_the_summary_into_the_sweep_folder(sweep, tmp_path):
+    root, _ = sweep
+    SweepSummary().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(root)}}}))
+    csv = pd.read_csv(root / "summary.csv")
+    assert len(csv) == 4
+    text = (root / "summary.md").read_text()
+    assert "cifar10" in text and "±" in text and "hnas" in text
+    # A sweep without results (another stage) writes nothing and does not fail.
+    SweepSummary().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}}))
+    assert not (tmp_path / "summary.csv").exists()
+
+
+def test_paper_table_with_optimum(sweep, tmp_path):
+    root, _ = sweep
+    _, table = constructed_problem()
+    frame = paper_table([root], tmp_path, table=table)
+    assert (tmp_path / "paper_table.csv").is_file()
+    text = (tmp_path / "paper_table.md").read_text()
+    assert "hnas (fake)" in text and "random, search.queries=3" in text and "optimum" in text
+    optimum = frame[frame.method == "optimum"].iloc[0]
+    assert optimum["cifar10_test_acc_200ep_mean"] == 95.0  # val peaks at 100, cifar10 test = val - 5
+    assert optimum["imagenet16_test_acc_200ep_mean"] == 50.0
+
+
+def test_best_so_far_curve_is_a_step_function_of_cost(sweep):
+    root, _ = sweep
+    folder = next(p for p in root.iterdir() if p.name.startswith("0_"))
+    queries = pd.read_csv(folder / "queries.csv")
+    cum = queries["cum_cost_s"].to_numpy()
+    budgets = [0.0, cum[0] - 1e-6, cum[0], cum[2] + 1.0, cum[-1], 1e9]
+    curve = best_so_far_curve(folder, budgets)["cifar10"]
+    best = queries["best_cifar10_test_acc_200ep"].to_numpy()
+    assert np.isnan(curve[0]) and np.isnan(curve[1])
+    assert curve[2:].tolist() == [best[0], best[2], best[-1], best[-1]]
+
+
+def test_budget_figure_is_written_and_not_blank(sweep, tmp_path):
+    import matplotlib.image
+
+    root, _ = sweep
+    _, table = constructed_problem()
+    path = budget_figure([root], tmp_path, table=table, budget_max=1000.0)
+    assert path.is_file() and path.stat().st_size > 20_000
+    pixels = matplotlib.image.imread(path)
+    assert pixels.shape[1] > 1000 and pixels[..., :3].std() > 0.05
+
+
+def test_run_report_from_sweep_and_single_run_folders(sweep, tmp_path):
+    root, _ = sweep
+    single = next(p for p in root.iterdir() if p.name.startswith("0_"))
+    _, table = constructed_problem()
+    written = run_report([root, single], tmp_path, table=table)
+    assert written["runs"] == 12  # the single run is part of the sweep: not counted twice
+    for name in ("summary.csv", "summary.md", "paper_table.csv", "paper_table.md", "budget_figure.png"):
+        assert (tmp_path / name).is_file()
+    assert len(load_results([single])) == 1
