@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from hnas.io import atomic_write_text
 from hnas.search.oracle import TEST_DATASETS, test_column
 
 log = logging.getLogger(__name__)
@@ -124,7 +125,6 @@ def summarize_sweep(sweep_dir):
 
 def write_summary(summary, out_dir, stem="summary"):
     """summary.csv (every number) and summary.md (mean +- std) in `out_dir`; returns their paths."""
-    from hnas.stages.search import atomic_write_text
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -201,7 +201,6 @@ def _default_table():
 def paper_table(inputs, out_dir, table=None, stem="paper_table"):
     """Test accuracy (mean ± std over seeds) on the three datasets and search cost per setting, as in the
     paper, plus the benchmark's optimum when `table` is given (or loadable). Writes <stem>.csv and .md."""
-    from hnas.stages.search import atomic_write_text
 
     summary = summarize(load_results(inputs))
     out_dir = Path(out_dir)

@@ -13,12 +13,12 @@ Writes into the run folder `out_dir`:
 import json
 import logging
 import math
-import os
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from hnas.errors import HnasError
+from hnas.io import atomic_write_text
 from hnas.search import (TEST_DATASETS, BenchmarkOracle, Problem, nb201_space, run_search, search_config,
                          test_column)
 from hnas.search.core import SEARCHES
@@ -94,14 +94,6 @@ def write_outputs(result, out_dir, space="nb201", overrides=(), config=None):
     # result.json last: its presence marks a finished run for the sweep summary.
     atomic_write_text(out_dir / "result.json", json.dumps(payload, indent=2, default=str) + "\n")
     return payload
-
-
-def atomic_write_text(path, text):
-    """Write `text` to `path` through a temporary file and os.replace, so readers never see half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def write_queries(records, path):
