@@ -171,3 +171,21 @@ def test_correlation_report_on_a_small_table(tmp_path):
     assert 0 < row.loc[("oracle", "cifar100 test 200ep"), "spearman"] < 1
     assert (tmp_path / "correlation.csv").exists() and "| oracle |" in (tmp_path / "correlation.md").read_text()
     assert (tmp_path / "scatter.png").stat().st_size > 10_000
+
+
+def test_search_can_draw_only_from_a_precomputed_table(tmp_path):
+    import json
+
+    from hnas.stages import search
+
+    run_stage(tmp_path, "stage.limit=6", "stage.metrics=[grad_norm,condnum]")
+    cfg = compose("stage=search", "search=hnas", "metric=grad_norm", "dataset=fake", "probe.batch_size=8",
+                  "search.universe=metric_table", "search.queries=4", "search.n_sample=5")
+    out = tmp_path / "search"
+    search.run(cfg, out, tensorboard=False)
+    queried = json.loads((out / "result.json").read_text())
+    archs = set(pd.read_csv(out / "queries.csv")["arch"])
+    assert len(archs) == 4 and archs <= set(nb201.sample(6, seed=0))
+    assert queried["arch"] in archs
+    with pytest.raises(HnasError, match="no metric table"):
+        search.run(compose("stage=search", "metric=snip", "dataset=fake", "search.universe=metric_table"), out)

@@ -6,6 +6,8 @@ name their schema, so every default lives here, once. Keys shared by all algorit
 - `queries`: stop after this many oracle queries (None: no limit; then `budget_s` must be set).
 - `budget_s`: stop before the query whose cost would push the summed query cost past this many seconds
   (None: no budget).
+- `universe`: `space` (draw from the whole space) or `metric_table` (draw only from the architectures
+  that the run's metric table already holds, for searching where only part of the space is precomputed).
 - `query_dataset` / `query_epochs`: what a query returns: the validation accuracy after `query_epochs`
   epochs on `query_dataset`, costing that training's time (HNAS: 12-epoch cifar10-valid).
 """
@@ -21,6 +23,9 @@ class _Common:
     budget_s: Optional[float] = None
     query_dataset: str = "cifar10-valid"
     query_epochs: int = 12
+    # space: draw candidates from the whole space. metric_table: only from the architectures of the run's
+    # metric table (for searching where only part of the space has precomputed metrics).
+    universe: str = "space"
 
 
 @dataclass

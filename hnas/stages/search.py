@@ -55,7 +55,7 @@ def run(cfg, out_dir, table=None, metrics_of=None, tensorboard=True):
         from hnas.stages.precompute import MetricLookup
 
         metrics_of = MetricLookup(cfg, names)
-    problem = Problem(space=nb201_space(table.archs), oracle=oracle, seed=int(cfg.seed), metric=metric,
+    problem = Problem(space=nb201_space(candidate_archs(cfg, scfg, table, names)), oracle=oracle, seed=int(cfg.seed), metric=metric,
                       metrics_of=metrics_of)
 
     listeners = [_log_query]
@@ -80,6 +80,29 @@ def run(cfg, out_dir, table=None, metrics_of=None, tensorboard=True):
              result.n_queries, result.metric_s, result.wall_s, result.stop_reason)
     payload.pop("config")
     return payload
+
+
+def candidate_archs(cfg, scfg, table, names):
+    """The architectures searches draw from: the whole benchmark, or those of the run's metric table."""
+    if scfg.universe == "space":
+        return table.archs
+    if scfg.universe != "metric_table":
+        raise HnasError(f"search.universe={scfg.universe!r}: choose space or metric_table")
+    from hnas import paths
+    from hnas.metric_table import MetricTable, TableSettings
+
+    settings = TableSettings.from_config(cfg)
+    folder = paths.results_dir() / "metric-tables" / settings.name
+    required = names or [cfg.metric.name]
+    archs = []
+    if (folder / "meta.json").exists():
+        metric_table = MetricTable(folder, settings)
+        archs = [a for a in table.archs if a in metric_table.rows and not metric_table.missing(a, required)]
+    if not archs:
+        raise HnasError(f"search.universe=metric_table, but no metric table at {folder} holds {required}; "
+                        "run stage=precompute with the same space, dataset and probe settings first")
+    log.info("candidates: the %d architectures of %s with %s", len(archs), folder, ", ".join(required))
+    return archs
 
 
 def write_outputs(result, out_dir, space="nb201", overrides=(), config=None):
