@@ -42,6 +42,7 @@ def test_sampling_is_seeded_and_uniform_without_replacement():
     first, again, other = nb201.sample(500, seed=3), nb201.sample(500, seed=3), nb201.sample(500, seed=4)
     assert first == again and first != other
     assert len(set(first)) == 500
+    assert nb201.sample(100, seed=3) == first[:100]  # a larger sample extends a smaller one
     # Uniform: each op should appear on each edge about 1/5 of the time.
     counts = [sum(nb201.parse(a)[0] == op for a in first) for op in nb201.OPS]
     assert min(counts) > 60 and max(counts) < 140

@@ -76,10 +76,16 @@ def all_archs():
 
 
 def sample(n, seed):
-    """`n` distinct arch strings drawn uniformly without replacement, reproducibly from `seed`."""
+    """`n` distinct arch strings drawn uniformly without replacement, reproducibly from `seed`.
+
+    The first `n` of one seeded shuffle, so a larger sample extends a smaller one with the same seed (a
+    metric table of `stage.limit=1000` is the start of `stage.limit=5000`).
+    """
     if not 0 <= n <= NUM_ARCHS:
         raise HnasError(f"cannot sample {n} NB201 architectures: the space has {NUM_ARCHS}")
-    return random.Random(seed).sample(all_archs(), n)
+    archs = all_archs()
+    random.Random(seed).shuffle(archs)
+    return archs[:n]
 
 
 def to_index(arch):
