@@ -1,0 +1,167 @@
+"""The registered metrics (DESIGN.md section 3). Each one is a single decorated function of the context.
+
+"Weights" are the weight tensors of every Conv2d and Linear module; a weight that got no gradient (its
+module never ran, or nothing depends on it) counts 0, as in the reference.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from hnas.metrics.engine import register_metric
+
+# condnum's value when Theta is singular (to its working precision) or the ratio is not finite.
+CONDNUM_SENTINEL = 1e5
+# jacob_cov's regulariser k in -sum(log(v + k) + 1/(v + k)).
+JACOB_K = 1e-5
+
+
+def _weight_sum(ctx, grads, term):
+    """sum over layers of term(W, G) (each a scalar tensor), accumulated in float64 with one device sync."""
+    total = None
+    with torch.no_grad():
+        for layer, g in zip(ctx.layers, grads):
+            if g is not None and layer.weight is not None:
+                t = term(layer.weight, g).double()
+                total = t if total is None else total + t
+    return 0.0 if total is None else float(total)
+
+
+@register_metric("grad_norm", needs=("loss_grads",))
+def grad_norm(ctx):
+    """Sum over layers of the Frobenius norm of dL/dW."""
+    return _weight_sum(ctx, ctx.loss_grads.grads, lambda w, g: g.norm())
+
+
+@register_metric("snip", needs=("loss_grads",))
+def snip(ctx):
+    """Sum over all weights of |W * dL/dW|."""
+    return _weight_sum(ctx, ctx.loss_grads.grads, lambda w, g: (w * g).abs().sum())
+
+
+@register_metric("plain", needs=("loss_grads",))
+def plain(ctx):
+    """Sum over all weights of W * dL/dW (signed)."""
+    return _weight_sum(ctx, ctx.loss_grads.grads, lambda w, g: (w * g).sum())
+
+
+@register_metric("grasp", needs=("loss_grads", "hvp"))
+def grasp(ctx):
+    """Sum over all weights of -W * (H g), g = dL/dW held constant (signed); computed as -g . (H W)."""
+    total = None
+    with torch.no_grad():
+        for g, hw in zip(ctx.loss_grads.grads, ctx.hvp):
+            if g is not None and hw is not None:
+                t = -(g * hw).sum().double()
+                total = t if total is None else total + t
+    return 0.0 if total is None else float(total)
+
+
+@register_metric("fisher", needs=("fisher_stats",))
+def fisher(ctx):
+    """Per Conv2d/Linear output channel: 0.5 * mean over images of (sum over positions of a * dL/da)^2,
+    counted once per weight of the channel."""
+    return float(sum(ctx.fisher_stats))  # per-layer float64 tensors (or 0.0 for layers without gradient)
+
+
+@register_metric("synflow", needs=("synflow",))
+def synflow(ctx):
+    """Sum of |W * dR/dW| on the BatchNorm-free float64 network with |parameters|, R = sum of outputs for
+    one all-ones image."""
+    return ctx.synflow
+
+
+def jacob_cov_score(jac, k=JACOB_K):
+    """-sum(log(v + k) + 1/(v + k)) over the eigenvalues v of the correlation matrix of the rows of `jac`.
+
+    A row with zero variance (for example an all-zero Jacobian, when the output does not depend on the
+    input) has no defined correlation. It is treated as the limit of identical rows: perfectly correlated
+    (1) with every other zero-variance row, and uncorrelated (0) with the others. A batch whose Jacobian
+    rows are all constant gets the worst (lowest) score of any batch of that size instead of NaN.
+    """
+    j = jac.to(torch.float64)
+    n, d = j.shape
+    finite = torch.isfinite(j).all(dim=1)
+    j = torch.where(finite[:, None], j, torch.zeros_like(j))
+    centred = j - j.mean(dim=1, keepdim=True)
+    norms = centred.norm(dim=1)
+    scale = j.abs().amax(dim=1) if d else torch.zeros(n, dtype=j.dtype, device=j.device)
+    degenerate = (~finite) | (norms <= 8 * torch.finfo(torch.float64).eps * math.sqrt(max(d, 1)) * scale)
+    z = centred / torch.where(degenerate, torch.ones_like(norms), norms)[:, None]
+    z[degenerate] = 0.0
+    corr = (z @ z.T).clamp_(-1.0, 1.0)
+    corr[degenerate[:, None] & degenerate[None, :]] = 1.0
+    corr.fill_diagonal_(1.0)
+    v = torch.linalg.eigvalsh(corr)
+    return float(-(torch.log(v + k) + 1.0 / (v + k)).sum())
+
+
+@register_metric("jacob_cov", needs=("input_jacobian",))
+def jacob_cov(ctx):
+    """Score of the correlation matrix of the per-image input Jacobians J = d(sum of outputs)/dx."""
+    return jacob_cov_score(ctx.input_jacobian)
+
+
+@register_metric("l2_norm")
+def l2_norm(ctx):
+    """Sum over Conv2d/Linear modules of the Frobenius norm of W."""
+    with torch.no_grad():
+        total = 0.0
+        by_device = {}
+        for layer in ctx.layers:
+            w = layer.module.weight.detach()
+            by_device.setdefault(w.device, []).append(w.norm().double())
+        for norms in by_device.values():  # one device sync per device
+            total += float(torch.stack(norms).sum())
+        return total
+
+
+@register_metric("naswot", needs=("relu_kernel",))
+def naswot(ctx):
+    """log|det K|, K = c c^T + (1-c)(1-c)^T over the binary codes c of every ReLU's input.
+
+    K is an integer matrix, so |det K| >= 1 whenever K is nonsingular: a singular K (two images with the
+    same codes, as in a network whose activations do not depend on the input) gets 0, the floor.
+    """
+    sign, logdet = torch.linalg.slogdet(ctx.relu_kernel)
+    value = float(logdet)
+    if float(sign) == 0.0 or not math.isfinite(value):
+        return 0.0
+    return max(value, 0.0)
+
+
+@register_metric("ntk_trace", needs=("theta",))
+def ntk_trace(ctx):
+    """sqrt(trace(Theta) / N) of the per-image gradients of the true-class logits."""
+    theta = ctx.theta.theta
+    return math.sqrt(max(float(torch.diagonal(theta).sum()), 0.0) / theta.shape[0])
+
+
+def condition_number(eigvals, n, eps):
+    """lambda_max / lambda_min; CONDNUM_SENTINEL where Theta is singular to its working precision
+    (lambda_min <= N * eps * lambda_max, which includes lambda_min <= 0) or the ratio is not finite."""
+    lmin, lmax = float(eigvals[0]), float(eigvals[-1])
+    if not (math.isfinite(lmin) and math.isfinite(lmax)) or lmax <= 0 or lmin <= n * eps * lmax:
+        return CONDNUM_SENTINEL
+    value = lmax / lmin
+    return value if math.isfinite(value) else CONDNUM_SENTINEL
+
+
+@register_metric("condnum", needs=("theta", "theta_eigvals"))
+def condnum(ctx):
+    """lambda_max(Theta) / lambda_min(Theta) (see condition_number for the degenerate cases)."""
+    return condition_number(ctx.theta_eigvals, ctx.batch_size, ctx.theta.eps)
+
+
+@register_metric("params")
+def params(ctx):
+    """Number of parameters of the model (shared parameters counted once)."""
+    return float(sum(p.numel() for p in ctx.model.parameters()))
+
+
+@register_metric("flops", needs=("macs",))
+def flops(ctx):
+    """Multiply-adds per image of the Conv2d and Linear calls that actually run (bias additions excluded)."""
+    return float(ctx.macs)
