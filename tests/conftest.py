@@ -6,7 +6,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 # Tests read the real data beside the checkout unless HNAS_DATA_DIR points elsewhere.
 os.environ.setdefault("HNAS_DATA_DIR", str(REPO.parent / "shared" / "data"))
-DATA = Path(os.environ["HNAS_DATA_DIR"])
+DATA = Path(os.environ["HNAS_DATA_DIR"]).resolve()
 
 
 @pytest.fixture
