@@ -82,3 +82,19 @@ def test_cli_mistakes_fail_without_a_traceback():
     assert result.returncode != 0 and "snipp" in result.stderr and "Traceback" not in result.stderr
     result = run_cli("stage=precompute", 'stage.archs=["|bad~0|"]', "dataset=fake")
     assert result.returncode != 0 and "malformed NB201" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_relative_input_paths_work_from_the_launch_folder(tmp_path):
+    import os
+
+    from conftest import DATA
+
+    relative_data = os.path.relpath(DATA, REPO)
+    result = run_cli("stage=precompute", "dataset=fake", "probe.batch_size=4", "stage.limit=1",
+                     "stage.metrics=[params]", f"paths.data_dir={relative_data}",
+                     f"paths.results_dir={tmp_path / 'results'}", f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 0, result.stderr
+    table = next((tmp_path / "results").glob("metric-tables/*/table.csv")).read_text().splitlines()
+    assert len(table) == 2 and table[1].split(",")[0].isdigit()  # the official index came from the data folder
+    assert (tmp_path / "run" / "precompute_summary.json").exists() and (tmp_path / "run" / "run.log").exists()
+    assert list((tmp_path / "run" / "tb").glob("events.out.tfevents.*"))

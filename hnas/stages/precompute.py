@@ -137,7 +137,10 @@ def run(cfg, out_dir):
     done = failed = 0
     seconds_total = 0.0
     start = time.perf_counter()
-    with table.writer(stage.shard, stage.num_shards) as writer, tqdm(
+    from torch.utils.tensorboard import SummaryWriter
+
+    events = SummaryWriter(log_dir=str(out_dir / "tb"))
+    with events, table.writer(stage.shard, stage.num_shards) as writer, tqdm(
         total=len(todo), unit="arch", desc="precompute", dynamic_ncols=True, mininterval=1.0
     ) as bar:
         for arch, values, seconds, error in _results(todo, settings, batch, device, stage.workers):
@@ -149,6 +152,7 @@ def run(cfg, out_dir):
             writer.write(arch, official_index(space, arch), values, seconds, device)
             done += 1
             seconds_total += seconds
+            events.add_scalar("precompute/seconds_per_arch", seconds, done)
             if done % stage.log_every == 0:
                 log.info("%d/%d architectures, %.3f s per architecture", done, len(todo), seconds_total / done)
     csv_path = table.export_csv()
