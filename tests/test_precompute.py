@@ -162,13 +162,14 @@ def test_correlation_report_on_a_small_table(tmp_path):
     archs = nb201.sample(40, seed=2)
     index = [bench.index_of(a) for a in archs]
     truth = bench.column("cifar10", "test", 200)[index]
-    frame = pd.DataFrame({"index": index, "arch": archs, "oracle": truth, "anti": -truth,
+    frame = pd.DataFrame({"index": index, "arch": archs, "oracle": truth, "anti": -truth, "constant": 7.0,
                           "seconds": 1.0})
-    corr = correlation_report(frame, bench, ["oracle", "anti"], tmp_path)
+    corr = correlation_report(frame, bench, ["oracle", "anti", "constant"], tmp_path)
     row = corr.set_index(["metric", "target"])
     assert row.loc[("oracle", "cifar10 test 200ep"), "spearman"] == pytest.approx(1.0)
     assert row.loc[("anti", "cifar10 test 200ep"), "kendall"] == pytest.approx(-1.0)
     assert 0 < row.loc[("oracle", "cifar100 test 200ep"), "spearman"] < 1
+    assert corr[corr.metric == "constant"][["spearman", "kendall"]].isna().all().all()
     assert (tmp_path / "correlation.csv").exists() and "| oracle |" in (tmp_path / "correlation.md").read_text()
     assert (tmp_path / "scatter.png").stat().st_size > 10_000
 

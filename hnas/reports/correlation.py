@@ -32,14 +32,17 @@ def attach_accuracies(frame, benchmark):
 
 
 def correlations(frame, metrics):
+    """Spearman and Kendall per (metric, target). NaN where undefined: fewer than 3 finite pairs, or a metric
+    that is constant over the table (params in NB201's reference layout, where every network is the same)."""
     rows = []
     for metric in metrics:
         for label, *_ in TARGETS:
             pair = frame[[metric, label]].replace([np.inf, -np.inf], np.nan).dropna()
+            defined = len(pair) > 2 and pair[metric].nunique() > 1 and pair[label].nunique() > 1
             rows.append({
                 "metric": metric, "target": label, "n": len(pair),
-                "spearman": stats.spearmanr(pair[metric], pair[label]).statistic if len(pair) > 2 else math.nan,
-                "kendall": stats.kendalltau(pair[metric], pair[label]).statistic if len(pair) > 2 else math.nan,
+                "spearman": stats.spearmanr(pair[metric], pair[label]).statistic if defined else math.nan,
+                "kendall": stats.kendalltau(pair[metric], pair[label]).statistic if defined else math.nan,
             })
     return pd.DataFrame(rows)
 
@@ -59,13 +62,15 @@ def scatter_plots(frame, metrics, path):
                              squeeze=False)
     for r, metric in enumerate(metrics):
         x = frame[metric].to_numpy(dtype=float)
-        # Metrics spanning many decades (synflow) are only readable on a log axis.
-        log_x = np.all(x[np.isfinite(x)] > 0) and np.nanmax(x) / max(np.nanmin(x), 1e-300) > 1e3
+        magnitudes = np.abs(x[np.isfinite(x) & (x != 0)])
+        # Heavy-tailed metrics (synflow spans 40 decades) are only readable on a symmetric log axis, which
+        # also keeps the zeros and negative values of degenerate architectures.
+        wide = len(magnitudes) > 0 and magnitudes.max() / magnitudes.min() > 1e3
         for c, (label, *_) in enumerate(PLOTTED):
             ax = axes[r][c]
             ax.scatter(x, frame[label], s=3, alpha=0.4)
-            if log_x:
-                ax.set_xscale("log")
+            if wide:
+                ax.set_xscale("symlog", linthresh=float(np.percentile(magnitudes, 5)))
             ax.set_xlabel(metric)
             ax.set_ylabel(f"{label} acc (%)")
     fig.tight_layout()
