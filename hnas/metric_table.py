@@ -87,9 +87,20 @@ class MetricTable:
         self._check_or_write_meta(device)
         self.rows = self._read_rows()
 
+    @staticmethod
+    def folder_for(results_dir, settings):
+        return Path(results_dir) / "metric-tables" / settings.name
+
     @classmethod
     def for_settings(cls, results_dir, settings, device="cpu"):
-        return cls(Path(results_dir) / "metric-tables" / settings.name, settings, device)
+        """The table of these settings, created if it does not exist yet."""
+        return cls(cls.folder_for(results_dir, settings), settings, device)
+
+    @classmethod
+    def existing(cls, results_dir, settings):
+        """The table of these settings, or None where none has been written yet."""
+        folder = cls.folder_for(results_dir, settings)
+        return cls(folder, settings) if (folder / "meta.json").exists() else None
 
     # ---- meta ----------------------------------------------------------------------------------------
     def _check_or_write_meta(self, device):

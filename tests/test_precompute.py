@@ -190,3 +190,17 @@ def test_search_can_draw_only_from_a_precomputed_table(tmp_path):
     assert queried["arch"] in archs
     with pytest.raises(HnasError, match="no metric table"):
         search.run(compose("stage=search", "metric=snip", "dataset=fake", "search.universe=metric_table"), out)
+
+
+def test_correlation_stage_reads_the_table_of_its_settings(tmp_path):
+    from hnas.stages import report
+
+    cfg = compose("stage=report", "stage.kind=correlation", *COMMON[1:3])
+    with pytest.raises(HnasError, match="no metric table for these settings"):
+        report.run(cfg, tmp_path)
+    run_stage(tmp_path, "stage.limit=4")
+    corr = report.run(cfg, tmp_path)
+    assert set(corr["metric"]) == set(METRIC_COLUMNS) and (tmp_path / "correlation.md").exists()
+    with pytest.raises(HnasError, match="no column"):
+        report.run(compose("stage=report", "stage.kind=correlation", "stage.metrics=[synflow]", *COMMON[1:3]),
+                   tmp_path)

@@ -26,11 +26,12 @@ def correlation(cfg, out_dir):
     from hnas.reports.correlation import correlation_report
 
     settings = TableSettings.from_config(cfg)
-    folder = paths.results_dir() / "metric-tables" / settings.name
-    if not (folder / "meta.json").exists():
+    table = MetricTable.existing(paths.results_dir(), settings)
+    folder = MetricTable.folder_for(paths.results_dir(), settings)
+    if table is None:
         raise HnasError(f"no metric table for these settings at {folder}; run stage=precompute with the same "
                         "space, dataset and probe settings first")
-    frame = MetricTable(folder, settings).frame()
+    frame = table.frame()
     metrics = list(cfg.stage.metrics) if cfg.stage.metrics else [
         c for c in frame.columns if c not in ("index", "arch", "seconds")]
     absent = [m for m in metrics if m not in frame.columns]

@@ -92,11 +92,11 @@ def candidate_archs(cfg, scfg, table, names):
     from hnas.metric_table import MetricTable, TableSettings
 
     settings = TableSettings.from_config(cfg)
-    folder = paths.results_dir() / "metric-tables" / settings.name
+    folder = MetricTable.folder_for(paths.results_dir(), settings)
     required = names or [cfg.metric.name]
+    metric_table = MetricTable.existing(paths.results_dir(), settings)
     archs = []
-    if (folder / "meta.json").exists():
-        metric_table = MetricTable(folder, settings)
+    if metric_table is not None:
         archs = [a for a in table.archs if a in metric_table.rows and not metric_table.missing(a, required)]
     if not archs:
         raise HnasError(f"search.universe=metric_table, but no metric table at {folder} holds {required}; "
