@@ -15,11 +15,14 @@ import time
 import torch
 from tqdm import tqdm
 
+from hnas import paths
 from hnas.app import resolve_device
+from hnas.data import probe_batch
 from hnas.errors import HnasError
 from hnas.io import atomic_write_json
 from hnas.metric_table import MetricTable, TableSettings
-from hnas import paths
+from hnas.metrics import compute_metrics, list_metrics
+from hnas.spaces import get_space
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +30,6 @@ log = logging.getLogger(__name__)
 # ---- one architecture --------------------------------------------------------------------------------------
 def probe_batch_for(settings, arch=None):
     """The shared probe batch, or with `per_arch` a batch seeded by the architecture."""
-    from hnas.data import probe_batch
-    from hnas.spaces import get_space
-
     seed = settings.seed
     if settings.per_arch:
         seed = get_space(settings.space).arch_seed(settings.seed, arch)
@@ -38,9 +38,6 @@ def probe_batch_for(settings, arch=None):
 
 def compute_arch(arch, settings, metrics, batch, device):
     """Metric values of one architecture and the seconds they took (building the network included)."""
-    from hnas.metrics import compute_metrics
-    from hnas.spaces import get_space
-
     start = time.perf_counter()
     space = get_space(settings.space)
     net = space.build_seeded(arch, settings.seed, num_classes=settings.num_classes, layout=settings.layout)
@@ -57,8 +54,6 @@ def compute_arch(arch, settings, metrics, batch, device):
 # ---- what to compute ---------------------------------------------------------------------------------------
 def select_archs(stage_cfg, settings):
     """The architectures of this run (before sharding), in a fixed order."""
-    from hnas.spaces import get_space
-
     space = get_space(settings.space)
     if stage_cfg.archs:
         if stage_cfg.limit is not None:
@@ -114,9 +109,6 @@ def _results(todo, settings, batch, device, workers):
 
 # ---- the stage ---------------------------------------------------------------------------------------------
 def run(cfg, out_dir):
-    from hnas.metrics import list_metrics
-    from hnas.spaces import get_space
-
     stage = cfg.stage
     metrics = list(dict.fromkeys(stage.metrics))
     unknown = [m for m in metrics if m not in list_metrics()]
@@ -180,8 +172,6 @@ class MetricLookup:
     """
 
     def __init__(self, cfg, names):
-        from hnas.spaces import get_space
-
         self.names = list(dict.fromkeys(names))
         self.settings = TableSettings.from_config(cfg)
         self.device = resolve_device(cfg.device)
