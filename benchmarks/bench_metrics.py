@@ -6,9 +6,12 @@ For each of `--archs` random NB201 architectures (reference layout, the layout o
 times, interleaved and `--repeat` times each (keeping the fastest, which is the least disturbed by other
 processes on a shared machine):
   - one forward+backward pass of the mean cross-entropy (`loss.backward()`, training mode): the unit;
+  - the same pass with the engine's CPU average pooling (`EngineKernels(fast_pooling=True)`): the unit a
+    network would have with that kernel, to tell the engine's own cost from the faster pooling kernel;
   - the nine metrics of the reference table in one `compute_metrics` call;
   - the HNAS set (grad_norm, snip, grasp, ntk_trace, condnum) in one call;
-and prints the median over architectures of each ratio. With `--each` it also times every metric alone.
+and prints the median over architectures of each ratio to both units. With `--each` it also times every
+metric alone.
 Then it measures the extra peak memory of `ntk_trace` on the all-nor_conv_3x3 cell, each measurement in a
 fresh subprocess: on CPU the RSS high-water mark (VmHWM of /proc/self/status, reset right before the call
 through /proc/self/clear_refs; `resource.getrusage` where that is not possible) minus the RSS before the
@@ -67,6 +70,13 @@ def forward_backward(net, x, y):
     F.cross_entropy(net(x), y).backward()
 
 
+def forward_backward_engine_pooling(net, x, y):
+    from hnas.metrics.fastgrad2 import EngineKernels
+
+    with EngineKernels(fast_pooling=True):
+        forward_backward(net, x, y)
+
+
 def timed(fn, device):
     sync(device)
     t = time.perf_counter()
@@ -90,21 +100,24 @@ def speed(args, device):
     net = build(archs[0], device)
     forward_backward(net, x, y)
     compute_metrics(net, x, y, NINE)
-    ratios = {k: [] for k in sets}
-    seconds = {k: [] for k in ["fb"] + list(sets)}
+    units = {"fb": forward_backward, "fb_pool": forward_backward_engine_pooling}
+    ratios = {(k, u): [] for k in sets for u in units}
+    seconds = {k: [] for k in list(units) + list(sets)}
     for i, arch in enumerate(archs):
         net = build(arch, device, seed=i)
-        best = {k: float("inf") for k in ["fb"] + list(sets)}
+        best = {k: float("inf") for k in seconds}
         for _ in range(args.repeat):
-            best["fb"] = min(best["fb"], timed(lambda: forward_backward(net, x, y), device))
+            for unit, fn in units.items():
+                best[unit] = min(best[unit], timed(lambda: fn(net, x, y), device))
             for key, names in sets.items():
                 best[key] = min(best[key], timed(lambda: compute_metrics(net, x, y, names), device))
         for key in best:
             seconds[key].append(best[key])
-        for key in sets:
-            ratios[key].append(best[key] / best["fb"])
-        line = " ".join(f"{k} {best[k] / best['fb']:.2f}x" for k in sets)
-        print(f"[{i + 1:2d}/{len(archs)}] fb {best['fb'] * 1e3:7.1f} ms  {line}  {arch}", flush=True)
+        for key, unit in ratios:
+            ratios[key, unit].append(best[key] / best[unit])
+        line = " ".join(f"{k} {best[k] / best['fb']:.2f}x/{best[k] / best['fb_pool']:.2f}x" for k in sets)
+        print(f"[{i + 1:2d}/{len(archs)}] fb {best['fb'] * 1e3:6.1f} ms, with the engine's pooling "
+              f"{best['fb_pool'] * 1e3:6.1f} ms  {line}  {arch}", flush=True)
         del net
     return ratios, seconds
 
@@ -178,12 +191,14 @@ def main(argv=None):
           f"{args.archs} random NB201 architectures (reference layout), fastest of {args.repeat}")
     ratios, seconds = speed(args, device)
     print()
-    print(f"median forward+backward: {statistics.median(seconds['fb']) * 1e3:.1f} ms")
-    for key, values in ratios.items():
+    print(f"median forward+backward: {statistics.median(seconds['fb']) * 1e3:.1f} ms "
+          f"({statistics.median(seconds['fb_pool']) * 1e3:.1f} ms with the engine's pooling kernel)")
+    unit_labels = {"fb": "to forward+backward", "fb_pool": "to forward+backward with the engine's pooling"}
+    for (key, unit), values in ratios.items():
         label = {"nine": "nine reference metrics together", "hnas": "HNAS set (grad_norm, snip, grasp, ntk_trace, "
                  "condnum)"}.get(key, f"{key} alone")
-        ref = f"   (reference: {REFERENCE_RATIO[key]}x)" if key in REFERENCE_RATIO else ""
-        print(f"{label:60s} median {statistics.median(values):5.2f}x  "
+        ref = f"   (reference: {REFERENCE_RATIO[key]}x)" if key in REFERENCE_RATIO and unit == "fb" else ""
+        print(f"{label:54s} {unit_labels[unit]:46s} median {statistics.median(values):5.2f}x  "
               f"[min {min(values):.2f}, max {max(values):.2f}]  "
               f"median {statistics.median(seconds[key]) * 1e3:.0f} ms{ref}")
     if not args.no_memory:

@@ -27,12 +27,14 @@ LAYERS = (nn.Conv2d, nn.Linear)
 
 
 class SmallCNN(nn.Module):
-    """Conv + BN, a grouped strided conv with bias, a dilated depthwise conv, two linear layers."""
+    """Conv + BN, 3x3 average pooling (NB201's), a grouped strided conv with bias, a dilated depthwise conv,
+    two linear layers."""
 
     def __init__(self, classes=5, inplace=False):
         super().__init__()
         self.conv1 = nn.Conv2d(3, 8, 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(8)
+        self.avg = nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
         self.conv2 = nn.Conv2d(8, 8, 3, stride=2, padding=1, groups=2)
         self.bn2 = nn.BatchNorm2d(8, affine=False)
         self.conv3 = nn.Conv2d(8, 8, 3, padding=2, dilation=2, groups=8, padding_mode="reflect")
@@ -43,7 +45,7 @@ class SmallCNN(nn.Module):
         self.unused = nn.Linear(12, classes)  # never called: its weight gets no gradient
 
     def forward(self, x):
-        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.avg(self.relu(self.bn1(self.conv1(x))))
         x = self.relu(self.bn2(self.conv2(x)))
         x = self.relu(self.conv3(x))
         x = self.pool(x).flatten(1)
@@ -235,6 +237,7 @@ def test_ntk_against_expanded_weights_with_batchnorm():
     conv = lambda mod: (lambda xi, w, b: mod._conv_forward(xi, w, b))
     h = per_image("conv1", x, conv(m.conv1))
     h = F.relu(F.batch_norm(h, None, None, p["bn1.weight"], p["bn1.bias"], training=True))
+    h = F.avg_pool2d(h, 3, 1, 1, count_include_pad=False)
     h = F.relu(F.batch_norm(per_image("conv2", h, conv(m.conv2)), None, None, training=True))
     h = F.relu(per_image("conv3", h, conv(m.conv3)))
     h = F.adaptive_avg_pool2d(h, 2).flatten(1)
@@ -524,7 +527,7 @@ def test_integer_inputs_reach_layers_without_an_input_gradient():
 
 def test_second_order_functions_match_autograd():
     """The hand-written double backward of convolution and BatchNorm (used for GraSP's HVP)."""
-    from hnas.metrics.fastgrad2 import SecondOrderState, _BatchNormTrain, _Conv2d, second_order_mode
+    from hnas.metrics.fastgrad2 import EngineKernels, SecondOrderState, _BatchNormTrain, _Conv2d
 
     state = SecondOrderState()
     g = torch.Generator().manual_seed(0)
@@ -558,7 +561,7 @@ def test_second_order_functions_match_autograd():
     def hvp(fast):
         net = copy.deepcopy(model).train()
         ws = [m.weight for m in net.modules() if isinstance(m, LAYERS)][:-1]
-        with (second_order_mode() if fast else torch.enable_grad()):
+        with (EngineKernels(SecondOrderState(), fast_pooling=True) if fast else torch.enable_grad()):
             out = net(xb)
         grads = torch.autograd.grad(F.cross_entropy(out, yb), ws, create_graph=True)
         z = sum((gr.detach() * gr).sum() for gr in grads)
@@ -566,6 +569,34 @@ def test_second_order_functions_match_autograd():
 
     for a, b in zip(hvp(True), hvp(False)):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "kernel, stride, padding, count_include_pad",
+    [(3, 1, 1, False), (3, 1, 1, True), (2, 2, 0, True), (3, 2, 1, False), ((2, 3), (1, 2), (1, 0), False)],
+)
+def test_average_pooling_as_a_convolution(kernel, stride, padding, count_include_pad):
+    """The engine's CPU average pooling equals F.avg_pool2d, values and gradients, on odd sizes."""
+    from hnas.metrics.fastgrad2 import EngineKernels
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 4, 7, 9, generator=g, dtype=torch.float64, requires_grad=True)
+    args = (kernel, stride, padding, False, count_include_pad)
+    expected = F.avg_pool2d(x, *args)
+    with EngineKernels(fast_pooling=True):
+        got = F.avg_pool2d(x, *args)
+        by_module = nn.AvgPool2d(*args)(x)
+    assert got.grad_fn.name() != expected.grad_fn.name()  # it did run as a convolution
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(by_module, expected, rtol=1e-12, atol=1e-12)
+    go = torch.randn(expected.shape, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(torch.autograd.grad(got, x, go)[0], torch.autograd.grad(expected, x, go)[0])
+    # what it does not cover runs as PyTorch's own pooling
+    with EngineKernels(fast_pooling=True):
+        ceil = F.avg_pool2d(x, 3, 2, 1, True, count_include_pad)
+        divisor = F.avg_pool2d(x, 3, 1, 1, False, True, 5)
+    torch.testing.assert_close(ceil, F.avg_pool2d(x, 3, 2, 1, True, count_include_pad), rtol=0, atol=0)
+    torch.testing.assert_close(divisor, F.avg_pool2d(x, 3, 1, 1, False, True, 5), rtol=0, atol=0)
 
 
 def test_network_without_weights_or_gradients():

@@ -41,10 +41,13 @@ class _BatchNormTrain(torch.autograd.Function):
         ctx.save_for_backward(x, weight, mean, invstd)
         ctx.eps = eps
         ctx.state = state
+        ctx.set_materialize_grads(False)  # an unused output gets None in backward, not a tensor of zeros
         return out
 
     @staticmethod
     def backward(ctx, gy):
+        if gy is None:
+            return (None,) * 8
         x, weight, mean, invstd = ctx.saved_tensors
         need = ctx.needs_input_grad
         want = ctx.state.parameter_grads
@@ -73,6 +76,7 @@ class _BatchNormBackward(torch.autograd.Function):
         )
         m = x.numel() // x.shape[1]
         ctx.save_for_backward(gy, x, weight, mean, invstd, sum_gy / m, sum_gy_xhat / m)
+        ctx.set_materialize_grads(False)
         return gx, sum_gy_xhat if need_w else None, sum_gy if need_b else None
 
     @staticmethod
@@ -137,10 +141,13 @@ class _Conv2d(torch.autograd.Function):
         ctx.save_for_backward(x, weight)
         ctx.conf = (stride, padding, dilation, groups, bias is not None)
         ctx.state = state
+        ctx.set_materialize_grads(False)
         return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
 
     @staticmethod
     def backward(ctx, go):
+        if go is None:
+            return (None,) * 8
         x, weight = ctx.saved_tensors
         need = ctx.needs_input_grad
         want = ctx.state.parameter_grads  # off in passes that only need activation gradients
@@ -163,6 +170,7 @@ class _Conv2dBackward(torch.autograd.Function):
         )
         ctx.save_for_backward(go, x, weight, gx)
         ctx.conf = conf
+        ctx.set_materialize_grads(False)
         return gx, gw, gb
 
     @staticmethod
@@ -219,15 +227,65 @@ class SecondOrderState:
         self.along_weights = False  # set while differentiating sum_l W_l . g_l (the HVP along the weights)
 
 
-class second_order_mode(TorchFunctionMode):
-    """Context manager: F.conv2d and training-mode F.batch_norm calls use the Functions above."""
+def _counts(size, k, s, p):
+    """How many of the `size` input positions each output position's window covers (padding excluded)."""
+    return [min(i * s - p + k, size) - max(i * s - p, 0) for i in range((size + 2 * p - k) // s + 1)]
 
-    def __init__(self, state=None):
+
+_POOL_SIG = ("input", "kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override")
+
+
+def avg_pool_as_conv(bound, conv):
+    """F.avg_pool2d (floor mode, no divisor override) as a depthwise convolution of ones, divided by the
+    window counts (equal to PyTorch's kernel up to float rounding), which is faster on the CPU than its
+    channels-first kernel (0.35 ms against 3.6 ms for a 3x3 window over 64 x 16 x 32 x 32, two threads).
+    `conv(x, weight, stride, padding, groups)` runs the convolution. None where this does not apply."""
+    x = bound["input"]
+    if bound.get("ceil_mode") or bound.get("divisor_override") is not None or x.dim() != 4:
+        return None
+    if not x.is_floating_point() or x.device.type != "cpu":
+        return None
+    k = _pair(bound["kernel_size"])
+    stride = bound.get("stride")
+    s = _pair(stride) if stride not in (None, [], ()) else k
+    p = _pair(bound.get("padding", 0))
+    c, h, w = x.shape[1:]
+    weight = torch.ones(c, 1, k[0], k[1], dtype=x.dtype, device=x.device)
+    summed = conv(x, weight, s, p, c)
+    if bound.get("count_include_pad", True):
+        return summed / (k[0] * k[1])
+    rows = torch.tensor(_counts(h, k[0], s[0], p[0]), dtype=x.dtype, device=x.device)
+    cols = torch.tensor(_counts(w, k[1], s[1], p[1]), dtype=x.dtype, device=x.device)
+    return summed / torch.outer(rows, cols)
+
+
+class EngineKernels(TorchFunctionMode):
+    """Context manager for the engine's shared forward pass.
+
+    `second_order` (a SecondOrderState): F.conv2d and training-mode F.batch_norm calls use the Functions
+    above. `fast_pooling`: F.avg_pool2d on the CPU runs as a depthwise convolution (`avg_pool_as_conv`).
+    """
+
+    def __init__(self, second_order=None, fast_pooling=False):
         super().__init__()
-        self.state = state if state is not None else SecondOrderState()
+        self.state = second_order
+        self.fast_pooling = fast_pooling
+
+    def _conv(self, x, weight, stride, padding, groups):
+        if self.state is not None:
+            return _Conv2d.apply(x, weight, None, stride, padding, [1, 1], groups, self.state)
+        return F.conv2d(x, weight, None, stride, padding, 1, groups)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if func is F.avg_pool2d and self.fast_pooling:
+            bound = dict(zip(_POOL_SIG, args))
+            bound.update(kwargs)
+            out = avg_pool_as_conv(bound, self._conv)
+            if out is not None:
+                return out
+        if self.state is None:
+            return func(*args, **kwargs)
         if func is F.conv2d:
             bound = dict(zip(("input", "weight", "bias", "stride", "padding", "dilation", "groups"), args))
             bound.update(kwargs)

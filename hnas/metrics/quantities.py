@@ -37,7 +37,7 @@ from hnas.metrics.engine import (
     tensor_substitutes,
     training_mode,
 )
-from hnas.metrics.fastgrad2 import SecondOrderState, second_order_mode
+from hnas.metrics.fastgrad2 import EngineKernels, SecondOrderState
 from hnas.metrics.pergrad import GramAccumulator
 
 _OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
@@ -178,10 +178,10 @@ def forward(ctx):
         handles += [m.register_forward_hook(relu_hook) for _, m in ctx.named_modules if isinstance(m, nn.ReLU)]
     # The HVP differentiates the backward pass: give convolutions and BatchNorm a cheaper double backward.
     rec.second_order = SecondOrderState() if "hvp" in plan else None
-    bn_mode = second_order_mode(rec.second_order) if rec.second_order else contextlib.nullcontext()
+    kernels = EngineKernels(rec.second_order, fast_pooling=True)
     modules = [m for _, m in ctx.named_modules]
     with removing(handles), training_mode(ctx.model, modules), substituted(ctx.named_modules, subs):
-        with torch.set_grad_enabled(graph), bn_mode:
+        with torch.set_grad_enabled(graph), kernels:
             out = ctx.model(x)
     logits = logits_of(out)
     if logits.dim() != 2 or logits.shape[0] != n:
