@@ -597,6 +597,8 @@ def test_average_pooling_as_a_convolution(kernel, stride, padding, count_include
         divisor = F.avg_pool2d(x, 3, 1, 1, False, True, 5)
     torch.testing.assert_close(ceil, F.avg_pool2d(x, 3, 2, 1, True, count_include_pad), rtol=0, atol=0)
     torch.testing.assert_close(divisor, F.avg_pool2d(x, 3, 1, 1, False, True, 5), rtol=0, atol=0)
+    with EngineKernels(fast_pooling=True), pytest.raises(RuntimeError, match="pad should be"):
+        F.avg_pool2d(x, 3, 1, 2)  # more padding than half the window: PyTorch's own error
 
 
 def test_network_without_weights_or_gradients():

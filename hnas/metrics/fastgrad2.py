@@ -45,13 +45,10 @@ class _BatchNormTrain(torch.autograd.Function):
         ctx.save_for_backward(x, weight, mean, invstd)
         ctx.eps = eps
         ctx.state = state
-        ctx.set_materialize_grads(False)  # an unused output gets None in backward, not a tensor of zeros
         return out
 
     @staticmethod
     def backward(ctx, gy):
-        if gy is None:
-            return (None,) * 8
         x, weight, mean, invstd = ctx.saved_tensors
         need = ctx.needs_input_grad
         want = ctx.state.parameter_grads
@@ -80,7 +77,7 @@ class _BatchNormBackward(torch.autograd.Function):
         )
         m = x.numel() // x.shape[1]
         ctx.save_for_backward(gy, x, weight, mean, invstd, sum_gy / m, sum_gy_xhat / m)
-        ctx.set_materialize_grads(False)
+        ctx.set_materialize_grads(False)  # an output nothing used gets None in backward, not zeros to multiply
         return gx, sum_gy_xhat if need_w else None, sum_gy if need_b else None
 
     @staticmethod
@@ -145,13 +142,10 @@ class _Conv2d(torch.autograd.Function):
         ctx.save_for_backward(x, weight)
         ctx.conf = (stride, padding, dilation, groups, bias is not None)
         ctx.state = state
-        ctx.set_materialize_grads(False)
         return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
 
     @staticmethod
     def backward(ctx, go):
-        if go is None:
-            return (None,) * 8
         x, weight = ctx.saved_tensors
         need = ctx.needs_input_grad
         want = ctx.state.parameter_grads  # off in passes that only need activation gradients
@@ -253,6 +247,8 @@ def avg_pool_as_conv(bound, conv):
     stride = bound.get("stride")
     s = _pair(stride) if stride not in (None, [], ()) else k
     p = _pair(bound.get("padding", 0))
+    if p[0] > k[0] // 2 or p[1] > k[1] // 2:
+        return None  # invalid for pooling: let PyTorch's own kernel say so
     c, h, w = x.shape[1:]
     weight = torch.ones(c, 1, k[0], k[1], dtype=x.dtype, device=x.device)
     summed = conv(x, weight, s, p, c)
