@@ -77,7 +77,7 @@ class _BatchNormBackward(torch.autograd.Function):
         )
         m = x.numel() // x.shape[1]
         ctx.save_for_backward(gy, x, weight, mean, invstd, sum_gy / m, sum_gy_xhat / m)
-        ctx.set_materialize_grads(False)  # an output nothing used gets None in backward, not zeros to multiply
+        ctx.set_materialize_grads(False)  # an output nothing used gets None in backward, not zeros
         return gx, sum_gy_xhat if need_w else None, sum_gy if need_b else None
 
     @staticmethod

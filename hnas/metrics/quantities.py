@@ -177,8 +177,13 @@ def forward(ctx):
     if rec.relu_kernel is not None:
         handles += [m.register_forward_hook(relu_hook) for _, m in ctx.named_modules if isinstance(m, nn.ReLU)]
     # The HVP differentiates the backward pass: give convolutions and BatchNorm a cheaper double backward.
+    # On the CPU, average pooling runs as a convolution. (It was measured slow on the CPU only; on CUDA the
+    # function mode, whose Python dispatch every torch call then pays, stays reserved for the HVP.)
     rec.second_order = SecondOrderState() if "hvp" in plan else None
-    kernels = EngineKernels(rec.second_order, fast_pooling=True)
+    cpu = ctx.device.type == "cpu"
+    kernels = contextlib.nullcontext()
+    if rec.second_order or cpu:
+        kernels = EngineKernels(rec.second_order, fast_pooling=cpu)
     modules = [m for _, m in ctx.named_modules]
     with removing(handles), training_mode(ctx.model, modules), substituted(ctx.named_modules, subs):
         with torch.set_grad_enabled(graph), kernels:
