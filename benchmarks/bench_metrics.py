@@ -6,8 +6,8 @@ For each of `--archs` random NB201 architectures (reference layout, the layout o
 times, interleaved and `--repeat` times each (keeping the fastest, which is the least disturbed by other
 processes on a shared machine):
   - one forward+backward pass of the mean cross-entropy (`loss.backward()`, training mode): the unit;
-  - the same pass with the engine's CPU average pooling (`EngineKernels(fast_pooling=True)`): the unit a
-    network would have with that kernel, to tell the engine's own cost from the faster pooling kernel;
+  - the same pass with every nn.AvgPool2d computed as the engine does on the CPU (`avg_pool_as_conv`): the
+    unit a network would have with that kernel, to tell the engine's own cost from the faster kernel;
   - the nine metrics of the reference table in one `compute_metrics` call;
   - the HNAS set (grad_norm, snip, grasp, ntk_trace, condnum) in one call;
 and prints the median over architectures of each ratio to both units. With `--each` it also times every
@@ -71,10 +71,34 @@ def forward_backward(net, x, y):
 
 
 def forward_backward_engine_pooling(net, x, y):
-    from hnas.metrics.fastgrad2 import EngineKernels
+    """The unit with each nn.AvgPool2d computed as the engine computes it (its `forward` replaced for the
+    duration rather than a function mode, which would add its own dispatch cost to the unit)."""
+    import torch.nn.functional as F
+    from torch import nn
 
-    with EngineKernels(fast_pooling=True):
+    from hnas.metrics.fastgrad2 import avg_pool_as_conv
+
+    def conv(inp, weight, stride, padding, groups):
+        return F.conv2d(inp, weight, None, stride, padding, 1, groups)
+
+    def pooled(m):
+        def forward(inp):
+            bound = dict(input=inp, kernel_size=m.kernel_size, stride=m.stride, padding=m.padding,
+                         ceil_mode=m.ceil_mode, count_include_pad=m.count_include_pad,
+                         divisor_override=m.divisor_override)
+            out = avg_pool_as_conv(bound, conv)
+            return type(m).forward(m, inp) if out is None else out
+
+        return forward
+
+    pools = [m for m in net.modules() if isinstance(m, nn.AvgPool2d)]
+    try:
+        for m in pools:
+            m.forward = pooled(m)
         forward_backward(net, x, y)
+    finally:
+        for m in pools:
+            m.__dict__.pop("forward", None)
 
 
 def timed(fn, device):
