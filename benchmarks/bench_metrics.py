@@ -73,20 +73,16 @@ def forward_backward(net, x, y):
 def forward_backward_engine_pooling(net, x, y):
     """The unit with each nn.AvgPool2d computed as the engine computes it (its `forward` replaced for the
     duration rather than a function mode, which would add its own dispatch cost to the unit)."""
-    import torch.nn.functional as F
     from torch import nn
 
-    from hnas.metrics.fastgrad2 import avg_pool_as_conv
-
-    def conv(inp, weight, stride, padding, groups):
-        return F.conv2d(inp, weight, None, stride, padding, 1, groups)
+    from hnas.metrics.fastgrad2 import avg_pool_as_conv, plain_conv
 
     def pooled(m):
         def forward(inp):
             bound = dict(input=inp, kernel_size=m.kernel_size, stride=m.stride, padding=m.padding,
                          ceil_mode=m.ceil_mode, count_include_pad=m.count_include_pad,
                          divisor_override=m.divisor_override)
-            out = avg_pool_as_conv(bound, conv)
+            out = avg_pool_as_conv(bound, plain_conv)
             return type(m).forward(m, inp) if out is None else out
 
         return forward

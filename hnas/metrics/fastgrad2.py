@@ -233,6 +233,11 @@ def _counts(size, k, s, p):
 _POOL_SIG = ("input", "kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override")
 
 
+def plain_conv(x, weight, stride, padding, groups):
+    """The convolution `avg_pool_as_conv` runs outside the HVP: PyTorch's own, no bias, no dilation."""
+    return F.conv2d(x, weight, None, stride, padding, 1, groups)
+
+
 def avg_pool_as_conv(bound, conv):
     """F.avg_pool2d (floor mode, no divisor override) as a depthwise convolution of ones, divided by the
     window counts (equal to PyTorch's kernel up to float rounding), which is faster on the CPU than its
@@ -274,7 +279,7 @@ class EngineKernels(TorchFunctionMode):
     def _conv(self, x, weight, stride, padding, groups):
         if self.state is not None:
             return _Conv2d.apply(x, weight, None, stride, padding, [1, 1], groups, self.state)
-        return F.conv2d(x, weight, None, stride, padding, 1, groups)
+        return plain_conv(x, weight, stride, padding, groups)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
