@@ -32,7 +32,10 @@ def _export_paths(cfg):
 
 
 def execute(cfg):
+    from hnas.config import validate
+
     try:
+        validate(cfg)
         _export_paths(cfg)
         stage = importlib.import_module(f"hnas.stages.{cfg.stage.name}")
         out_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -41,3 +44,6 @@ def execute(cfg):
     except HnasError as error:
         log.error("%s", error)
         sys.exit(f"error: {error}")
+    except KeyboardInterrupt:
+        log.error("interrupted; everything finished so far is saved, and a rerun resumes")
+        sys.exit(130)

@@ -1,30 +1,36 @@
 """Hydra callbacks (configured under `hydra.callbacks` in conf/config.yaml).
 
-`SweepSummary` writes summary.csv and summary.md (mean and std per setting) into a sweep's folder when the
-sweep ends. Hydra does not call `on_multirun_end` when a job failed, and passes it no job results, so the
+`SweepSummary` writes summary.csv and summary.md (mean and std per setting) into a search sweep's folder when
+the sweep ends. Hydra does not call `on_multirun_end` when a job failed, and passes it no job results, so the
 summary is built from the result.json files the jobs wrote; `python run.py stage=report stage.kind=search
 stage.inputs=[<sweep folder>]` (or hnas.reports.search_report.summarize_sweep) rebuilds it for a partly
-failed sweep.
+failed sweep. Sweeps of other stages (precompute, report, train) write no result.json: they are left alone.
 """
 
 import logging
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
+from omegaconf import OmegaConf
 
 log = logging.getLogger(__name__)
 
 
 class SweepSummary(Callback):
     def on_multirun_end(self, config, **kwargs):
+        sweep_dir = Path(config.hydra.sweep.dir)
+        stage = OmegaConf.select(config, "stage.name")
+        if stage != "search":
+            # Only search jobs write result.json: summarising another stage would report every job as failed.
+            log.debug("sweep %s is a stage=%s sweep, not a search sweep: no summary", sweep_dir, stage)
+            return
         # Imported here: every run (not only sweeps) builds the callback, and reports pull in pandas.
         from hnas.reports.search_report import summarize_sweep, write_summary
 
-        sweep_dir = Path(config.hydra.sweep.dir)
         try:
             summary = summarize_sweep(sweep_dir)
             if summary.empty:
-                log.info("sweep %s wrote no result.json (not a search sweep?): no summary", sweep_dir)
+                log.info("search sweep %s wrote no usable result.json: no summary", sweep_dir)
                 return
             csv_path, md_path = write_summary(summary, sweep_dir)
             log.info("sweep summary of %d setting(s) written to %s and %s", len(summary), csv_path, md_path)

@@ -1,19 +1,23 @@
-"""Structured-config schemas for every config group, registered in Hydra's ConfigStore.
+"""Structured-config schemas for every config group, registered in Hydra's ConfigStore, and `validate`.
 
-Each YAML option in `conf/<group>/` starts from the schema stored here as `<option>_schema` (Hydra's
-"structured config as schema" pattern), so a misspelt key, a wrong type or an invalid choice fails at
-composition with a message naming it. `metric` options are generated from the metric registry: every
-registered metric is a `metric=<name>` option with no YAML to keep in sync.
+Each YAML option in `conf/<group>/` starts from the schema stored here as `schema/<group>/<option>` (Hydra's
+"structured config as schema" pattern; a group of its own, so Hydra's error messages do not offer schemas
+as options), so a misspelt key, a wrong type or an invalid choice fails at composition with a message naming
+it. Values are checked by each schema's `__post_init__`, which `validate` runs for the whole config before a
+stage starts, so no bad setting is found only after hours of work. `metric` options are generated from the
+metric registry: every registered metric is a `metric=<name>` option with no YAML to keep in sync.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from enum import Enum
+from pathlib import Path
 from typing import Any, List, Optional
 
-from pathlib import Path
-
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from hnas.errors import HnasError
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
@@ -51,15 +55,31 @@ class MetricConfig:
     name: str = MISSING
 
 
+def require(ok, key, value, need):
+    """Raise the HnasError of a bad setting: `key=value` and what it needs to be."""
+    if not ok:
+        raise HnasError(f"{key}={value!r} is invalid: {need}")
+
+
 @dataclass
 class ProbeConfig:
     """The probe batch on which metrics are computed, and the seed of metric tables."""
 
-    batch_size: int = 64
+    batch_size: Optional[int] = 64  # None only with per_class
     per_class: Optional[int] = None  # N images per class instead of a uniform random draw
     split: str = "train"
     seed: int = 0  # seeds the probe batch and every network's init; shared by all search seeds
     per_arch: bool = False  # draw a fresh batch per architecture (seeded per architecture)
+
+    def __post_init__(self):
+        require(self.batch_size is None or self.batch_size >= 1, "probe.batch_size", self.batch_size,
+                "a probe batch needs at least 1 image (the published metrics use 64)")
+        require(self.batch_size is not None or self.per_class is not None, "probe.batch_size", None,
+                "set a batch size, or probe.per_class")
+        require(self.per_class is None or self.per_class >= 1, "probe.per_class", self.per_class,
+                "needs at least 1 image per class, or null")
+        require(self.split in ("train", "test"), "probe.split", self.split, "choose train or test")
+        require(self.seed >= 0, "probe.seed", self.seed, "seeds are whole numbers >= 0")
 
 
 @dataclass
@@ -79,15 +99,29 @@ class PrecomputeStage:
     workers: int = 1  # local processes; each gets cores // workers torch threads
     log_every: int = 100
 
+    def __post_init__(self):
+        from hnas.metrics import list_metrics
+
+        require(len(self.metrics) > 0, "stage.metrics", [], "name at least one metric")
+        unknown = [m for m in self.metrics if m not in list_metrics()]
+        require(not unknown, "stage.metrics", list(self.metrics),
+                f"unknown metric(s) {unknown}; choose from: {', '.join(list_metrics())}")
+        require(self.limit is None or self.limit >= 1, "stage.limit", self.limit,
+                "sample at least 1 architecture, or leave it null for the whole space")
+        require(self.archs is None or len(self.archs) > 0, "stage.archs", [],
+                "an empty list names no architecture; leave stage.archs out to compute the whole space")
+        require(self.archs is None or self.limit is None, "stage.archs", "[...]",
+                "set stage.archs or stage.limit, not both")
+        require(self.num_shards >= 1, "stage.num_shards", self.num_shards, "needs at least 1 shard")
+        require(0 <= self.shard < self.num_shards, "stage.shard", self.shard,
+                f"needs 0 <= stage.shard < stage.num_shards={self.num_shards}")
+        require(self.workers >= 1, "stage.workers", self.workers, "needs at least 1 process")
+        require(self.log_every >= 1, "stage.log_every", self.log_every, "log every N >= 1 architectures")
+
 
 @dataclass
 class SearchStage:
     name: str = "search"
-
-
-@dataclass
-class TrainStage:
-    name: str = "train"
 
 
 @dataclass
@@ -96,6 +130,12 @@ class ReportStage:
     kind: ReportKind = ReportKind.correlation
     metrics: Optional[List[str]] = None  # correlation: the table's metric columns to report (None: all)
     inputs: List[str] = field(default_factory=list)  # search: run or sweep folders to summarise
+
+    def __post_init__(self):
+        require(self.kind != ReportKind.search or len(self.inputs) > 0, "stage.inputs", [],
+                "stage.kind=search needs stage.inputs=[<run or sweep folder>, ...]")
+        require(self.metrics is None or len(self.metrics) > 0, "stage.metrics", [],
+                "name at least one metric column, or leave it null for all")
 
 
 @dataclass
@@ -110,11 +150,13 @@ class Config:
     search: Any = MISSING
     paths: Any = MISSING
 
+    def __post_init__(self):
+        require(self.seed >= 0, "seed", self.seed, "seeds are whole numbers >= 0")
+
 
 STAGE_SCHEMAS = {
     "precompute": PrecomputeStage,
     "search": SearchStage,
-    "train": TrainStage,
     "report": ReportStage,
 }
 
@@ -125,13 +167,13 @@ def register_configs():
 
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
-    cs.store(group="space", name="nb201_schema", node=SpaceConfig)
-    cs.store(group="dataset", name="dataset_schema", node=DatasetConfig)
-    cs.store(group="paths", name="paths_schema", node=PathsConfig)
+    cs.store(group="schema/space", name="nb201", node=SpaceConfig)
+    cs.store(group="schema/dataset", name="dataset", node=DatasetConfig)
+    cs.store(group="schema/paths", name="paths", node=PathsConfig)
     for name, schema in STAGE_SCHEMAS.items():
-        cs.store(group="stage", name=f"{name}_schema", node=schema)
+        cs.store(group="schema/stage", name=name, node=schema)
     for name, schema in SEARCH_SCHEMAS.items():
-        cs.store(group="search", name=f"{name}_schema", node=schema)
+        cs.store(group="schema/search", name=name, node=schema)
     for name in list_metrics():
         cs.store(group="metric", name=name, node=MetricConfig(name=name))
     if not OmegaConf.has_resolver("hnas_groups"):
@@ -145,3 +187,38 @@ def group_listing():
     groups = {d.name: sorted(p.stem for p in d.glob("*.yaml")) for d in sorted(CONF_DIR.iterdir()) if d.is_dir()}
     groups["metric"] = list_metrics()
     return "\n".join(f"{group}: {', '.join(options)}" for group, options in sorted(groups.items()))
+
+
+def validate(cfg):
+    """Check every setting of a composed config before any work starts; raise HnasError naming the first
+    bad one. Keys added with `+key=value` that no schema knows are refused too (Hydra accepts them)."""
+    from hnas import data
+    from hnas.spaces import get_space
+
+    _refuse_unknown_keys(cfg, "")
+    try:
+        OmegaConf.to_object(cfg)  # builds every schema dataclass: their __post_init__ checks the values
+    except OmegaConfBaseException as error:
+        raise HnasError(f"invalid config: {error}") from None
+    expected = data.num_classes(cfg.dataset.name)
+    require(cfg.dataset.num_classes == expected, "dataset.num_classes", cfg.dataset.num_classes,
+            f"{cfg.dataset.name} has {expected} classes")
+    space = get_space(cfg.space.name)
+    if cfg.stage.name == "precompute" and cfg.stage.archs:
+        for arch in cfg.stage.archs:
+            space.validate(arch)
+
+
+def _refuse_unknown_keys(node, path):
+    schema = OmegaConf.get_type(node)
+    if is_dataclass(schema):
+        known = {f.name for f in fields(schema)}
+        unknown = [key for key in node.keys() if key not in known]
+        if unknown:
+            where = f"{path}.{unknown[0]}" if path else unknown[0]
+            raise HnasError(f"unknown setting {where}; {path or 'the config'} has: {', '.join(sorted(known))}. "
+                            "(Hydra's hint to add it with '+' would only make it be ignored.)")
+    for key in node.keys():
+        child = node._get_node(key)
+        if isinstance(child, DictConfig):
+            _refuse_unknown_keys(child, f"{path}.{key}" if path else str(key))

@@ -12,6 +12,7 @@ mean and std. Where each dataset is looked for, under the data folder (`hnas.pat
 See docs/data.md.
 """
 
+import hashlib
 import logging
 import pickle
 from pathlib import Path
@@ -247,22 +248,52 @@ def labels_of(dataset):
 _WARNED = set()
 
 
+def resolve_split(dataset_name, split="train", data_dir=None):
+    """The split a probe batch of `split` is read from: `split` itself, or, where only another split exists
+    (here: only CIFAR-10 test images are on disk), that split, with a warning once per process. A probe batch
+    needs labelled images, not a particular split; metric tables are named by the split actually read."""
+    name, split = _name(dataset_name), _split(split)
+    available = available_splits(name, data_dir)
+    if split in available or not available:
+        return split
+    if (name, split) not in _WARNED:
+        _WARNED.add((name, split))
+        log.warning("%s has no %s split in the data folder; taking probe batches from its %s split",
+                    name, split, available[0])
+    return available[0]
+
+
+def source_of(dataset_name, split, data_dir=None):
+    """Where the images of a split are read from, relative to the data folder (for a table's record)."""
+    name, split, root = _name(dataset_name), _split(split), _root(data_dir)
+    if name == "fake":
+        return f"torchvision FakeData ({FAKE_SIZE} images, offset {FAKE_OFFSETS[split]})"
+    found = _find(name, split, root)
+    if found is None:
+        return "missing"
+    kind, location = found
+    if kind == "imagefolder":
+        return f"image folder {location.relative_to(root)}"
+    return f"official files {location[0].parent.relative_to(root)}"
+
+
+def fingerprint(images, labels):
+    """SHA-256 of a batch exactly as the networks see it: float32 images, then int64 labels."""
+    digest = hashlib.sha256()
+    digest.update(images.detach().to(torch.float32).contiguous().cpu().numpy().tobytes())
+    digest.update(labels.detach().to(torch.int64).contiguous().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def probe_batch(dataset_name, batch_size, seed, per_class=None, split="train", data_dir=None):
     """B labelled images chosen with `seed`: (images float B x C x H x W, labels int64 B).
 
     Uniformly at random without replacement, or `per_class` images of every class (grouped by class; then
     `batch_size` may be None, else it must equal per_class x number of classes). The same seed gives the same
-    batch. If `split` does not exist but another split does (here: only CIFAR-10 test images are on disk),
-    the batch comes from that split, with a warning: a probe batch needs labelled images, not a particular split.
+    batch. The images come from `resolve_split(dataset_name, split)`.
     """
-    name, split = _name(dataset_name), _split(split)
-    available = available_splits(name, data_dir)
-    if split not in available and available:
-        if (name, split) not in _WARNED:  # once per process: per-architecture batches would repeat it 15,625 times
-            _WARNED.add((name, split))
-            log.warning("%s has no %s split in the data folder; taking probe batches from its %s split", name, split, available[0])
-        split = available[0]
-    dataset = load_dataset(name, split, data_dir)
+    name = _name(dataset_name)
+    dataset = load_dataset(name, resolve_split(name, split, data_dir), data_dir)
     labels = labels_of(dataset)
     rng = np.random.default_rng(seed)
     if per_class is None:

@@ -2,29 +2,37 @@
 
 A table is a folder under `<results_dir>/metric-tables/`, named from the settings that determine its values:
 
-- `meta.json`: the settings (space, layout, dataset, probe batch) plus the versions and device of its creation.
-  Opening a folder with other settings is refused, so values computed differently are never mixed.
+- `meta.json`: the settings (space, layout, dataset, probe batch), the probe record (the split and files the
+  images were read from and the SHA-256 of the probe batch), and the versions, device and thread count of its
+  creation. A folder with other settings, or rows computed on other images, is refused, so values computed
+  differently are never mixed.
 - `rows*.jsonl`: append-only logs, one JSON object per computed architecture (one file per shard, so
   concurrent shards never write the same file). Each line is written and fsynced whole; a line cut short by a
-  kill is the last line of its file and is dropped (and truncated away before the next append).
+  kill is the last line of its file and is dropped (and truncated away before the next append). Every row is
+  checked on read: a valid arch string, its official index, finite-or-NaN numbers.
 - `table.csv`: the merged table (one row per architecture, one column per metric, `seconds`), rewritten
-  atomically from the logs after each run. This is the file to read from other tools.
+  atomically from all the logs (under a lock, so the last of several shards writes every row). This is the
+  file to read from other tools.
 """
 
+import fcntl
+import gzip
 import json
 import os
 import platform
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
 import pandas as pd
 
+from hnas import data, paths
 from hnas.errors import HnasError
 from hnas.io import atomic_write_text
 
 FORMAT = "hnas-metric-table"
-VERSION = 1
+VERSION = 2  # 2: meta.json holds the probe record
 
 
 @dataclass(frozen=True)
@@ -33,9 +41,9 @@ class TableSettings:
     layout: str
     dataset: str
     num_classes: int
-    batch_size: int
+    batch_size: Optional[int]
     per_class: Optional[int]
-    split: str
+    split: str  # the split the probe images are read from (see hnas.data.resolve_split)
     seed: int
     per_arch: bool
 
@@ -47,16 +55,17 @@ class TableSettings:
             layout=getattr(cfg.space.layout, "value", cfg.space.layout),
             dataset=cfg.dataset.name,
             num_classes=int(cfg.dataset.num_classes),
-            batch_size=int(probe.batch_size),
+            batch_size=None if probe.batch_size is None else int(probe.batch_size),
             per_class=probe.per_class,
-            split=probe.split,
+            split=data.resolve_split(cfg.dataset.name, probe.split),
             seed=int(probe.seed),
             per_arch=bool(probe.per_arch),
         )
 
     @property
     def name(self):
-        parts = [self.space, self.layout, self.dataset, self.split, f"b{self.batch_size}", f"seed{self.seed}"]
+        batch = f"b{self.batch_size}" if self.batch_size is not None else f"b{self.per_class}x{self.num_classes}"
+        parts = [self.space, self.layout, self.dataset, self.split, batch, f"seed{self.seed}"]
         if self.per_class is not None:
             parts.append(f"pc{self.per_class}")
         if self.per_arch:
@@ -64,12 +73,20 @@ class TableSettings:
         return "-".join(parts)
 
 
-def _versions():
+def environment(device):
+    """What a table's meta records about the machine that created it (values may differ in the last digits
+    between devices, thread counts and library versions; they do not name the table)."""
+    import numpy
     import torch
 
     from hnas import __version__
 
-    return {"hnas": __version__, "torch": torch.__version__, "python": platform.python_version()}
+    return {
+        "versions": {"hnas": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
+                     "python": platform.python_version()},
+        "device": str(device),
+        "torch_threads": torch.get_num_threads(),
+    }
 
 
 def _corrupt(path, why):
@@ -79,12 +96,26 @@ def _corrupt(path, why):
     )
 
 
+def _unwritable(path, error):
+    return HnasError(
+        f"cannot write the metric table at {path} ({error.strerror or error}).\n"
+        "Point paths.results_dir (or $HNAS_RESULTS_DIR) to a writable folder; the data folder may stay read-only."
+    )
+
+
 class MetricTable:
-    def __init__(self, folder, settings, device="cpu"):
-        self.folder = Path(folder)
+    """A table, read and checked, from up to two layers of folders of the same name: the one shipped in the
+    package (read-only, hnas/embedded/metric-tables/) and the one in the results folder, which new rows go
+    to. `existing` finds a table; `for_probe` opens one to write to."""
+
+    def __init__(self, folder, settings, shipped=None):
+        self.folder = Path(folder)  # the results folder's layer: written to, exported to
+        self.shipped = None if shipped is None else Path(shipped)
         self.settings = settings
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self._check_or_write_meta(device)
+        self.layers = [f for f in (self.shipped, self.folder) if f is not None and (f / "meta.json").exists()]
+        self.metas = {}
+        for layer in self.layers:  # in order: the results folder's meta is checked against the shipped one
+            self.metas[layer] = self._read_meta(layer)
         self.rows = self._read_rows()
 
     @staticmethod
@@ -92,24 +123,48 @@ class MetricTable:
         return Path(results_dir) / "metric-tables" / settings.name
 
     @classmethod
-    def for_settings(cls, results_dir, settings, device="cpu"):
-        """The table of these settings, created if it does not exist yet."""
-        return cls(cls.folder_for(results_dir, settings), settings, device)
+    def existing(cls, results_dir, settings):
+        """The table of these settings (the shipped rows and the results folder's), or None where neither has
+        been written."""
+        folder = cls.folder_for(results_dir, settings)
+        shipped = cls.folder_for(paths.embedded_dir(), settings)
+        if not (folder / "meta.json").exists() and any(folder.glob("rows*.jsonl")):
+            raise _corrupt(folder / "meta.json", "the rows have no meta.json, so nothing says which probe batch "
+                           "they were computed on")
+        table = cls(folder, settings, shipped if (shipped / "meta.json").exists() else None)
+        return table if table.layers else None
 
     @classmethod
-    def existing(cls, results_dir, settings):
-        """The table of these settings, or None where none has been written yet."""
+    def for_probe(cls, results_dir, settings, probe, device):
+        """The table of these settings, to add rows computed on the probe batch `probe` (its record, see
+        hnas.stages.precompute.probe_record): created if new, else checked to hold rows of the same batch."""
+        table = cls.existing(results_dir, settings)
         folder = cls.folder_for(results_dir, settings)
-        return cls(folder, settings) if (folder / "meta.json").exists() else None
+        if table is None or folder not in table.layers:
+            meta = {"format": FORMAT, "version": VERSION, "settings": asdict(settings), "probe": probe,
+                    **environment(device)}
+            try:
+                atomic_write_text(folder / "meta.json", json.dumps(meta, indent=2) + "\n")
+            except OSError as error:
+                raise _unwritable(folder, error) from None
+            table = cls.existing(results_dir, settings)
+        table.check_probe(probe)
+        return table
+
+    @staticmethod
+    def not_found(results_dir, settings, what=None):
+        """The error for settings that no table has: where it was looked for, what is shipped, the fix."""
+        shipped = sorted(p.parent.name for p in (paths.embedded_dir() / "metric-tables").glob("*/meta.json"))
+        return HnasError(
+            f"no metric table for these settings ({settings.name}){' holds ' + what if what else ''}: looked in "
+            f"{MetricTable.folder_for(results_dir, settings)} and among the tables shipped with hnas "
+            f"({', '.join(shipped) or 'none'}).\nRun stage=precompute with the same space, dataset and probe "
+            "settings first, or choose the settings of a shipped table (e.g. experiment=hnas_nb201)."
+        )
 
     # ---- meta ----------------------------------------------------------------------------------------
-    def _check_or_write_meta(self, device):
-        meta_path = self.folder / "meta.json"
-        if not meta_path.exists():
-            meta = {"format": FORMAT, "version": VERSION, "settings": asdict(self.settings),
-                    "created_with": _versions(), "device": str(device)}
-            atomic_write_text(meta_path, json.dumps(meta, indent=2))
-            return
+    def _read_meta(self, layer):
+        meta_path = layer / "meta.json"
         try:
             meta = json.loads(meta_path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
@@ -120,42 +175,65 @@ class MetricTable:
             raise _corrupt(meta_path, f"format version {meta.get('version')}, this hnas reads {VERSION}")
         if meta.get("settings") != asdict(self.settings):
             raise _corrupt(meta_path, f"its settings {meta.get('settings')} differ from {asdict(self.settings)}")
+        probe = meta.get("probe")
+        if not isinstance(probe, dict) or not isinstance(probe.get("sha256"), str):
+            raise _corrupt(meta_path, "it has no probe record (probe.sha256)")
+        if self.metas and probe["sha256"] != next(iter(self.metas.values()))["probe"]["sha256"]:
+            raise _corrupt(meta_path, "its probe batch differs from that of the shipped table of the same name")
+        return meta
+
+    @property
+    def probe(self):
+        """The probe record of the table's rows (every layer has the same; see _read_meta)."""
+        return next(iter(self.metas.values()))["probe"]
+
+    def check_probe(self, probe):
+        """Refuse to add rows computed on another probe batch than the table's."""
+        layer = self.layers[0]
+        have = self.probe
+        if have["sha256"] != probe["sha256"]:
+            fix = ("Use other probe settings (e.g. probe.seed) for a table of your own images"
+                   if layer == self.shipped else
+                   "Restore the data the table was computed on, or move the table away (or pass another "
+                   "paths.results_dir) to compute a new one")
+            raise HnasError(
+                f"metric table {layer} was computed on other probe images than this run's:\n"
+                f"  table: {have.get('source')} ({have.get('split')} split), batch sha256 {have['sha256'][:16]}\n"
+                f"  now:   {probe.get('source')} ({probe.get('split')} split), batch sha256 {probe['sha256'][:16]}\n"
+                f"Its values would not be comparable with new ones. {fix}."
+            )
 
     # ---- rows ----------------------------------------------------------------------------------------
     def _read_rows(self):
-        """Merge every rows*.jsonl into {arch: {"index", "metrics", "seconds"}}."""
+        """Merge the logs of every layer into {arch: {"index", "metrics", "seconds"}}, checking every row."""
         from hnas.spaces import get_space
 
         space = get_space(self.settings.space)
         merged = {}
-        for path in sorted(self.folder.glob("rows*.jsonl")):
-            lines = path.read_bytes().split(b"\n")
-            # The text after the last newline is empty, or a line cut short by a kill: never a full row.
-            for number, line in enumerate(lines[:-1], start=1):
-                try:
-                    row = json.loads(line)
-                    arch = space.validate(row["arch"])
-                    metrics = {str(k): float(v) for k, v in row["metrics"].items()}
-                    seconds = float(row["seconds"])
-                except (ValueError, KeyError, TypeError, AttributeError, HnasError) as error:
-                    raise _corrupt(path, f"line {number} is not a valid row ({error})") from None
-                entry = merged.setdefault(arch, {"index": row.get("index"), "metrics": {}, "seconds": 0.0})
-                new = {k: v for k, v in metrics.items() if k not in entry["metrics"]}
-                entry["metrics"].update(new)
-                if new:
-                    entry["seconds"] += seconds
+        for layer in self.layers:
+            for path in sorted(layer.glob("rows*.jsonl")) + sorted(layer.glob("rows*.jsonl.gz")):
+                for number, line in enumerate(_complete_lines(path), start=1):
+                    try:
+                        arch, index, metrics, seconds = _parse_row(json.loads(line), space)
+                    except (ValueError, KeyError, TypeError, AttributeError, HnasError) as error:
+                        raise _corrupt(path, f"line {number} is not a valid row ({error})") from None
+                    entry = merged.setdefault(arch, {"index": index, "metrics": {}, "seconds": 0.0})
+                    new = {k: v for k, v in metrics.items() if k not in entry["metrics"]}
+                    entry["metrics"].update(new)
+                    if new:
+                        entry["seconds"] += seconds
         return merged
 
     def missing(self, arch, metrics):
         have = self.rows.get(arch, {}).get("metrics", {})
         return [m for m in metrics if m not in have]
 
-    def values(self, arch):
-        return dict(self.rows.get(arch, {}).get("metrics", {}))
-
     def writer(self, shard=0, num_shards=1):
         name = "rows.jsonl" if num_shards == 1 else f"rows-shard{shard}of{num_shards}.jsonl"
-        return RowWriter(self.folder / name, self)
+        try:
+            return RowWriter(self.folder / name, self)
+        except OSError as error:
+            raise _unwritable(self.folder, error) from None
 
     # ---- export --------------------------------------------------------------------------------------
     def frame(self):
@@ -168,10 +246,91 @@ class MetricTable:
         frame = frame[["index", "arch", *metric_columns, "seconds"]]
         return frame.sort_values(["index", "arch"], na_position="last").reset_index(drop=True)
 
+    def csv_is_current(self):
+        """True when the results folder's table.csv is newer than every log it holds, or it holds none (the
+        shipped rows alone need no export)."""
+        csv = self.folder / "table.csv"
+        logs = list(self.folder.glob("rows*.jsonl"))
+        return all(csv.exists() and csv.stat().st_mtime_ns >= p.stat().st_mtime_ns for p in logs)
+
     def export_csv(self):
+        """Rewrite table.csv from every log of the folder, also those other processes (shards) wrote."""
         path = self.folder / "table.csv"
-        atomic_write_text(path, self.frame().to_csv(index=False, float_format="%.17g"))
+        try:
+            with _locked(self.folder / ".export.lock"):
+                self.rows = self._read_rows()
+                atomic_write_text(path, self.frame().to_csv(index=False, float_format="%.17g"))
+        except OSError as error:
+            raise _unwritable(self.folder, error) from None
         return path
+
+
+def _complete_lines(path):
+    """The complete lines of a log. The text after the last newline is empty, or a line cut short by a
+    kill: never a full row. A shipped log is gzip-compressed and must be whole."""
+    if path.suffix != ".gz":
+        return path.read_bytes().split(b"\n")[:-1]
+    try:
+        with gzip.open(path, "rb") as f:
+            text = f.read()
+    except (OSError, EOFError) as error:
+        raise HnasError(f"the shipped metric table file {path} is damaged or truncated ({error}).\n"
+                        "Reinstall hnas (pip install -e . in a clean checkout, or git checkout the file).") from None
+    return text.split(b"\n")[:-1]
+
+
+def _parse_row(row, space):
+    """(arch, index, metrics, seconds) of one log row; raises on anything malformed."""
+    arch = space.validate(row["arch"])
+    index = row.get("index")
+    expected = official_index(space, arch)
+    if index is not None and (isinstance(index, bool) or not isinstance(index, int)):
+        raise ValueError(f"index {index!r} is not a whole number")
+    if expected is not None and index != expected:
+        raise ValueError(f"index {index!r} does not belong to {arch} (its official index is {expected})")
+    metrics = row["metrics"]
+    if not isinstance(metrics, dict):
+        raise TypeError(f"metrics is {type(metrics).__name__}, expected an object")
+    metrics = {str(k): _number(v, k) for k, v in metrics.items()}
+    return arch, index, metrics, _number(row["seconds"], "seconds")
+
+
+def _number(value, name):
+    # NaN is a legitimate metric value (json writes it as NaN); strings and booleans are not numbers.
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} is {value!r}, not a number")
+    return float(value)
+
+
+def official_index(space, arch):
+    """The benchmark's index of `arch`, or None where no benchmark table is available."""
+    try:
+        return space.to_index(arch)
+    except HnasError:
+        return None
+
+
+def ship(folder, shipped_root=None):
+    """Copy the table in `folder` into the package's shipped tables (maintainers: hnas/embedded/PROVENANCE.md):
+    its meta.json, and every complete row of its logs as one gzip-compressed log (byte-reproducible)."""
+    folder = Path(folder)
+    dest = Path(shipped_root or paths.embedded_dir() / "metric-tables") / folder.name
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "meta.json").write_bytes((folder / "meta.json").read_bytes())
+    lines = [line for log in sorted(folder.glob("rows*.jsonl")) for line in _complete_lines(log)]
+    with open(dest / "rows.jsonl.gz", "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:
+        f.write(b"".join(line + b"\n" for line in lines))
+    return dest
+
+
+@contextmanager
+def _locked(path):
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class RowWriter:

@@ -2,7 +2,8 @@
 
 The data folder holds benchmark tables and datasets (read-only is fine); the results folder holds metric
 tables that later runs reuse. Both default from environment variables so tests, CI and users can point them
-anywhere without editing configs.
+anywhere without editing configs. The package ships a read-only fallback of its own (`embedded_dir`, see
+hnas/embedded/PROVENANCE.md): the NB201 benchmark table and the project's full-space metric tables.
 """
 
 import os
@@ -16,6 +17,11 @@ RESULTS_ENV = "HNAS_RESULTS_DIR"
 
 def data_dir():
     return Path(os.environ.get(DATA_ENV, "data")).expanduser().resolve()
+
+
+def embedded_dir():
+    """The data shipped inside the package (read-only): the NB201 benchmark table and metric tables."""
+    return Path(__file__).resolve().parent / "embedded"
 
 
 def results_dir():

@@ -1,6 +1,7 @@
 """The NAS-Bench-201 benchmark: the compact table, the official-file readers and the converter."""
 
 import csv
+import io
 import random
 
 import numpy as np
@@ -8,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from hnas import paths
+from conftest import benchmark_text, needs_data
 from hnas.benchmarks import convert, nb201
 from hnas.errors import HnasError
 from hnas.spaces import nb201 as space
@@ -37,8 +38,7 @@ def table():
 @pytest.fixture(scope="module")
 def csv_rows():
     """The real table parsed independently of the code under test."""
-    with open(paths.data_dir() / "nb201" / "nb201.csv", newline="") as f:
-        return list(csv.DictReader(f))
+    return list(csv.DictReader(io.StringIO(benchmark_text())))
 
 
 @pytest.fixture
@@ -144,6 +144,7 @@ def test_table_is_cached(table):
 # Official NATS-Bench files
 
 
+@needs_data
 def test_nats_fixture_matches_table(nats_dir, csv_rows):
     frame = nb201.read_nats(nats_dir)
     assert list(frame["index"]) == list(FIXTURE_INDICES)
@@ -154,6 +155,7 @@ def test_nats_fixture_matches_table(nats_dir, csv_rows):
             assert_same_printed_digits(official[col], row[col])
 
 
+@needs_data
 def test_nats_reader_uses_the_documented_queries(nats_dir):
     """Spot-check the query behind each column against the official API called directly."""
     from nats_bench import create
@@ -166,6 +168,7 @@ def test_nats_reader_uses_the_documented_queries(nats_dir):
     assert frame["cifar10_test_acc_200ep"] == api.get_more_info(284, "cifar10", hp="200", is_random=False)["test-accuracy"]
 
 
+@needs_data
 def test_convert_nats_round_trip(nats_dir, tmp_path, table, capsys):
     out = tmp_path / "part.csv"
     assert convert.main(["--nats", str(nats_dir), "--out", str(out)]) == 0
@@ -188,6 +191,7 @@ def test_convert_nats_round_trip(nats_dir, tmp_path, table, capsys):
         part.index_of(table.archs[1])
 
 
+@needs_data
 def test_convert_selected_indices_and_missing_ones(nats_dir, tmp_path, capsys):
     out = tmp_path / "two.csv"
     assert convert.main(["--nats", str(nats_dir), "--indices", "284,0", "--out", str(out)]) == 0
@@ -318,7 +322,7 @@ def test_missing_table_names_file_and_remedy(tmp_path):
 
 @pytest.fixture(scope="module")
 def real_frame():
-    return pd.read_csv(paths.data_dir() / "nb201" / "nb201.csv", dtype=str, keep_default_na=False)
+    return pd.read_csv(io.StringIO(benchmark_text()), dtype=str, keep_default_na=False)
 
 
 def _mutations():

@@ -10,7 +10,7 @@ from conftest import REPO, compose
 GROUP_OPTIONS = {
     "space": ["nb201"],
     "dataset": ["cifar10", "cifar100", "imagenet16_120", "fake"],
-    "stage": ["precompute", "search", "train", "report"],
+    "stage": ["precompute", "search", "report"],
     "search": ["hnas", "random", "rea", "reinforce", "training_free"],
     "paths": ["default"],
 }
@@ -76,12 +76,21 @@ def test_help_lists_groups_and_options():
 
 
 def test_cli_mistakes_fail_without_a_traceback():
-    result = run_cli("stage=train")
-    assert result.returncode != 0 and "not built yet" in result.stderr and "Traceback" not in result.stderr
+    result = run_cli("stage=training")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    listed = result.stderr.split("Available options in 'stage':")[1].split("Config search path")[0].split()
+    assert listed == ["precompute", "report", "search"]  # no schema entries offered as options
     result = run_cli("metric=snipp")
     assert result.returncode != 0 and "snipp" in result.stderr and "Traceback" not in result.stderr
     result = run_cli("stage=precompute", 'stage.archs=["|bad~0|"]', "dataset=fake")
     assert result.returncode != 0 and "malformed NB201" in result.stderr and "Traceback" not in result.stderr
+    for args, message in [(["stage=precompute", "+stage.limt=3"], "unknown setting stage.limt"),
+                          (["stage=precompute", "stage.archs=[]"], "leave stage.archs out"),
+                          (["search.t_bounds=[1,0]"], "search.t_bounds"),
+                          (["search.condnum=foo"], "unknown metric 'foo'"),
+                          (["seed=-1"], "seed=-1")]:
+        result = run_cli(*args, "hydra.run.dir=/tmp/hnas-test-cli-mistakes")
+        assert result.returncode != 0 and message in result.stderr and "Traceback" not in result.stderr, args
 
 
 def test_relative_input_paths_work_from_the_launch_folder(tmp_path):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import needs_data
 from hnas import data
 from hnas.errors import HnasError
 
@@ -22,6 +23,7 @@ def unnormalise(image, name):
 # Real CIFAR-10 images (the test split as class folders of JPEGs)
 
 
+@needs_data
 def test_real_cifar10_folder_loads_in_standard_class_order():
     dataset = data.load_dataset("cifar10", "test")
     assert len(dataset) == 10_000
@@ -35,6 +37,7 @@ def test_real_cifar10_folder_loads_in_standard_class_order():
     assert image.shape == (3, 32, 32) and image.dtype == torch.float32 and isinstance(label, int)
 
 
+@needs_data
 def test_real_cifar10_pixels_match_the_decoded_subset(data_dir):
     """Normalisation and CHW layout: undoing them gives the npz's decoded pixels (HWC uint8)."""
     subset = np.load(data_dir / "cifar10-test-jpg" / "cifar10_test_subset2000_decoded.npz")
@@ -47,6 +50,7 @@ def test_real_cifar10_pixels_match_the_decoded_subset(data_dir):
         np.testing.assert_allclose(pixels, subset["images"][k], atol=1e-3)
 
 
+@needs_data
 def test_real_cifar10_normalised_statistics():
     images, _ = data.probe_batch("cifar10", 500, seed=0, split="test")
     mean, std = images.mean(dim=(0, 2, 3)), images.std(dim=(0, 2, 3))
@@ -58,6 +62,7 @@ def test_real_cifar10_normalised_statistics():
 # Probe batch
 
 
+@needs_data
 def test_probe_batch_is_deterministic_per_seed():
     a_images, a_labels = data.probe_batch("cifar10", 64, seed=0, split="test")
     b_images, b_labels = data.probe_batch("cifar10", 64, seed=0, split="test")
@@ -69,6 +74,7 @@ def test_probe_batch_is_deterministic_per_seed():
     assert len({tuple(x.flatten()[:50].tolist()) for x in a_images}) == 64
 
 
+@needs_data
 def test_probe_batch_per_class():
     images, labels = data.probe_batch("cifar10", None, seed=3, per_class=4, split="test")
     assert images.shape == (40, 3, 32, 32)
@@ -79,6 +85,7 @@ def test_probe_batch_per_class():
         data.probe_batch("cifar10", 64, seed=3, per_class=4, split="test")
 
 
+@needs_data
 def test_probe_batch_falls_back_to_an_existing_split(caplog, monkeypatch):
     monkeypatch.setattr(data, "_WARNED", set())
     with caplog.at_level(logging.WARNING, logger="hnas.data"):

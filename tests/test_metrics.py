@@ -334,6 +334,21 @@ def test_error_leaves_model_untouched():
     assert not model.training
 
 
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_inputs_are_refused(value):
+    x, y = batch()
+    x[1, 0, 2, 3] = value
+    with pytest.raises(HnasError, match="1 NaN or infinite"):
+        compute_metrics(small_cnn(), x, y, ["snip", "condnum"])
+
+
+@pytest.mark.parametrize("names", [None, 3, ["snip", None]])
+def test_names_must_be_metric_names(names):
+    x, y = batch()
+    with pytest.raises(HnasError, match="names must be a metric name"):
+        compute_metrics(small_cnn(), x, y, names)
+
+
 def test_chunked_equals_unchunked_and_oom_retry(monkeypatch):
     import hnas.metrics.pergrad as pergrad
 

@@ -1,3 +1,4 @@
+import hashlib
 import json
 import os
 import signal
@@ -9,6 +10,7 @@ import pandas as pd
 import pytest
 
 from conftest import REPO, compose
+from hnas.config import validate
 from hnas.errors import HnasError
 from hnas.metric_table import MetricTable, TableSettings
 from hnas.spaces import nb201
@@ -20,7 +22,9 @@ METRIC_COLUMNS = ["grad_norm", "snip", "params"]
 
 
 def run_stage(tmp_path, *overrides):
+    """What `run.py` does: validate the config, then run the stage."""
     cfg = compose(*COMMON, *overrides)
+    validate(cfg)
     out = tmp_path / f"out{time.monotonic_ns()}"
     out.mkdir()
     precompute.run(cfg, out)
@@ -29,7 +33,7 @@ def run_stage(tmp_path, *overrides):
 
 def table_of(cfg, results_dir):
     settings = TableSettings.from_config(cfg)
-    return MetricTable.for_settings(results_dir, settings).frame()
+    return MetricTable.existing(results_dir, settings).frame()
 
 
 def test_precompute_writes_table_with_sidecar(tmp_path, results_dir):
@@ -42,7 +46,12 @@ def test_precompute_writes_table_with_sidecar(tmp_path, results_dir):
     assert all(frame["index"][i] == nb201.to_index(a) for i, a in enumerate(frame["arch"]))
     meta = json.loads((folder / "meta.json").read_text())
     assert meta["settings"]["batch_size"] == 8 and meta["settings"]["dataset"] == "fake"
-    assert meta["created_with"]["torch"]
+    assert meta["versions"]["torch"] and meta["torch_threads"] >= 1 and meta["device"] == "cpu"
+    # The probe record is the hash of the images and labels the networks saw, recomputed here by hand.
+    images, labels = precompute.probe_batch_for(TableSettings.from_config(cfg))
+    digest = hashlib.sha256(images.numpy().astype("<f4").tobytes() + labels.numpy().astype("<i8").tobytes())
+    assert meta["probe"]["sha256"] == digest.hexdigest()
+    assert meta["probe"]["split"] == "train" and "FakeData" in meta["probe"]["source"]
 
 
 def test_rerun_skips_done_work_and_adds_new_metrics(tmp_path, results_dir):
@@ -121,6 +130,17 @@ def test_corrupt_and_foreign_tables_are_reported(tmp_path, results_dir):
     rows.write_text(good.replace("|", "/", 1))
     with pytest.raises(HnasError, match="corrupt or foreign"):
         MetricTable(folder, settings)
+    with pytest.raises(HnasError, match="line 2 is not a valid row.*official index"):
+        index = json.loads(good.splitlines()[1])["index"]
+        rows.write_text(good.replace(f'"index": {index}', f'"index": {(index + 1) % 15625}'))
+        MetricTable(folder, settings)
+    for bad_index in ('"abc"', "99999", "true", "1.5"):
+        rows.write_text(good.replace('"index": ', f'"index": {bad_index}, "was": ', 1))
+        with pytest.raises(HnasError, match="line 1 is not a valid row.*index"):
+            MetricTable(folder, settings)
+    rows.write_text(good.replace('"seconds": ', '"seconds": "fast", "was": ', 1))
+    with pytest.raises(HnasError, match="line 1 is not a valid row.*seconds"):
+        MetricTable(folder, settings)
     rows.write_text(good)
     meta = json.loads((folder / "meta.json").read_text())
     meta["settings"]["batch_size"] = 256
@@ -132,13 +152,34 @@ def test_corrupt_and_foreign_tables_are_reported(tmp_path, results_dir):
         run_stage(tmp_path, "stage.limit=2")
 
 
-def test_bad_stage_settings_fail_clearly(tmp_path):
-    with pytest.raises(HnasError, match="shard"):
-        run_stage(tmp_path, "stage.limit=2", "stage.shard=3", "stage.num_shards=2")
-    with pytest.raises(HnasError, match="malformed NB201"):
-        run_stage(tmp_path, "stage.archs=[\"|nor_conv_3x3~0|\"]")
-    with pytest.raises(HnasError, match="unknown metric"):
-        run_stage(tmp_path, "stage.limit=2", "stage.metrics=[snipp]")
+@pytest.mark.parametrize("overrides, message", [
+    (["stage.limit=2", "stage.shard=3", "stage.num_shards=2"], "stage.shard=3"),
+    (["stage.archs=[\"|nor_conv_3x3~0|\"]"], "malformed NB201"),
+    (["stage.limit=2", "stage.metrics=[snipp]"], "unknown metric"),
+    (["stage.metrics=[]"], "stage.metrics"),
+    (["stage.archs=[]"], "leave stage.archs out"),
+    (["+stage.limt=3"], "unknown setting stage.limt"),
+    (["stage.limit=0"], "stage.limit"),
+    (["stage.limit=2", "stage.log_every=0"], "stage.log_every"),
+    (["stage.limit=2", "stage.workers=0"], "stage.workers"),
+    (["stage.limit=2", "seed=-1"], "seed=-1"),
+    (["stage.limit=2", "probe.seed=-2"], "probe.seed"),
+    (["stage.limit=2", "probe.batch_size=0"], "probe.batch_size"),
+    (["stage.limit=2", "probe.batch_size=-3"], "probe.batch_size"),
+    (["stage.limit=2", "probe.per_class=0"], "probe.per_class"),
+    (["stage.limit=2", "probe.split=valid"], "probe.split"),
+    (["stage.limit=2", "dataset.num_classes=5"], "dataset.num_classes=5"),
+])
+def test_bad_settings_fail_before_anything_is_created(tmp_path, results_dir, overrides, message):
+    with pytest.raises(HnasError, match=message.replace("[", r"\[")):
+        run_stage(tmp_path, *overrides)
+    assert not results_dir.exists()
+
+
+def test_a_batch_larger_than_the_dataset_leaves_no_folder(tmp_path, results_dir):
+    with pytest.raises(HnasError, match="between 1 and the dataset size"):
+        run_stage(tmp_path, "stage.limit=2", "probe.batch_size=100000")
+    assert not results_dir.exists()
 
 
 def test_metric_lookup_reads_the_table_and_computes_missing(tmp_path, results_dir):
@@ -188,7 +229,7 @@ def test_search_can_draw_only_from_a_precomputed_table(tmp_path):
     archs = set(pd.read_csv(out / "queries.csv")["arch"])
     assert len(archs) == 4 and archs <= set(nb201.sample(6, seed=0))
     assert queried["arch"] in archs
-    with pytest.raises(HnasError, match="no metric table"):
+    with pytest.raises(HnasError, match="no metric table for these settings"):
         search.run(compose("stage=search", "metric=snip", "dataset=fake", "search.universe=metric_table"), out)
 
 

@@ -166,12 +166,11 @@ def test_every_schema_is_registered_and_named_after_its_option():
 
 def test_yaml_options_compose_to_the_schema_defaults_and_validate_overrides():
     from hydra import compose, initialize_config_dir
-    from hydra.core.config_store import ConfigStore
     from hydra.errors import ConfigCompositionException
 
-    store = ConfigStore.instance()
-    for name, schema in SEARCH_SCHEMAS.items():
-        store.store(group="search", name=f"{name}_schema", node=schema)
+    from hnas.config import register_configs
+
+    register_configs()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         for name, schema in SEARCH_SCHEMAS.items():
             cfg = compose(overrides=[f"+search={name}"])
@@ -189,3 +188,89 @@ def test_search_config_fills_defaults_from_a_partial_dict():
     cfg = search_config({"name": "rea"})
     assert (cfg.population, cfg.sample_size, cfg.budget_s, cfg.queries) == (10, 3, 12000.0, None)
     assert math.isclose(search_config({"name": "reinforce"}).learning_rate, 0.001)
+
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Every setting is checked when the config is built, before any metric or query
+
+BAD_SETTINGS = [  # (search config, what the error must say)
+    ({"name": "hnas", "queries": 0}, "search.queries=0 is invalid: with fewer than 1 no query can be made"),
+    ({"name": "random", "queries": -2}, "search.queries=-2"),
+    ({"name": "hnas", "budget_s": 0.0}, "search.budget_s=0.0"),
+    ({"name": "rea", "budget_s": -10.0}, "search.budget_s=-10.0"),
+    ({"name": "rea", "budget_s": None}, "search=rea needs a limit: set search.queries or search.budget_s"),
+    ({"name": "hnas", "queries": None}, "search=hnas needs a limit"),
+    ({"name": "reinforce", "query_epochs": 0}, "search.query_epochs=0"),
+    ({"name": "random", "universe": "table"}, "search.universe='table' is invalid: choose one of: space, metric"),
+    ({"name": "hnas", "t_bounds": [1, 0]}, "search.t_bounds=[1.0, 0.0] is invalid: give two finite numbers"),
+    ({"name": "hnas", "t_bounds": [0.5, 0.5]}, "search.t_bounds=[0.5, 0.5]"),
+    ({"name": "hnas", "t_bounds": [0, 1, 2]}, "search.t_bounds=[0.0, 1.0, 2.0]"),
+    ({"name": "hnas", "c_bounds": [0]}, "search.c_bounds=[0.0]"),
+    ({"name": "hnas", "c_bounds": [-4, float("inf")]}, "search.c_bounds=[-4.0, inf]"),
+    ({"name": "hnas", "init_portion": 1.5}, "search.init_portion=1.5"),
+    ({"name": "hnas", "init_portion": -0.1}, "search.init_portion=-0.1"),
+    ({"name": "hnas", "max_init": -1}, "search.max_init=-1"),
+    ({"name": "hnas", "init_points": -1}, "search.init_points=-1"),
+    ({"name": "hnas", "init_c": 1.0}, "search.init_c=1.0 is invalid: give a number within search.c_bounds"),
+    ({"name": "hnas", "acquisition": "pi"}, "search.acquisition='pi' is invalid: choose one of: ei, ucb, poi"),
+    ({"name": "hnas", "xi": -0.01}, "search.xi=-0.01"),
+    ({"name": "hnas", "kappa": -1.0}, "search.kappa=-1.0"),
+    ({"name": "hnas", "n_sample": 0}, "search.n_sample=0"),
+    ({"name": "hnas", "scale": 0.0}, "search.scale=0.0"),
+    ({"name": "hnas", "condnum": "foo"}, "search.condnum='foo' is invalid: unknown metric 'foo'; choose one of: "),
+    ({"name": "rea", "population": 0}, "search.population=0"),
+    ({"name": "rea", "sample_size": 0}, "search.sample_size=0"),
+    ({"name": "reinforce", "learning_rate": 0.0}, "search.learning_rate=0.0"),
+    ({"name": "reinforce", "ema_momentum": 1.0}, "search.ema_momentum=1.0 is invalid: give a number in [0, 1)"),
+    ({"name": "reinforce", "ema_momentum": -0.5}, "search.ema_momentum=-0.5"),
+    ({"name": "reinforce", "init_std": -1e-3}, "search.init_std=-0.001"),
+    ({"name": "training_free", "candidates": 0}, "search.candidates=0"),
+    ({"name": "training_free", "query_top_k": -1}, "search.query_top_k=-1"),
+]
+
+
+@pytest.mark.parametrize("config, message", BAD_SETTINGS, ids=[m.split(" ")[0] for _, m in BAD_SETTINGS])
+def test_bad_settings_are_refused_naming_the_key(config, message):
+    with pytest.raises(HnasError) as error:
+        search_config(config)
+    assert message in str(error.value)
+
+
+def test_unknown_condnum_lists_the_registered_metrics():
+    from hnas.metrics import list_metrics
+
+    with pytest.raises(HnasError) as error:
+        search_config({"name": "hnas", "condnum": "foo"})
+    assert str(error.value).endswith(", ".join(list_metrics()))
+
+
+def test_boundary_settings_are_accepted():
+    cfg = search_config({"name": "hnas", "queries": 1, "init_portion": 1.0, "max_init": 0, "init_points": 0,
+                         "init_c": 0.0, "xi": 0.0, "kappa": 0.0, "n_sample": 1, "acquisition": "ucb",
+                         "condnum": "snip", "universe": "metric_table"})
+    assert (cfg.queries, cfg.init_portion, cfg.init_c, cfg.condnum) == (1, 1.0, 0.0, "snip")
+    assert search_config({"name": "hnas", "init_portion": 0.0}).init_portion == 0.0
+    assert search_config({"name": "reinforce", "ema_momentum": 0.0}).ema_momentum == 0.0
+    # training_free ends after its ranking: it needs no limit.
+    free = search_config({"name": "training_free", "query_top_k": 0})
+    assert (free.queries, free.budget_s, free.query_top_k) == (None, None, 0)
+
+
+def test_schema_dataclasses_check_their_values_when_built_directly():
+    from hnas.search.config import REASearch
+
+    with pytest.raises(HnasError, match="search.t_bounds"):
+        HnasSearch(t_bounds=[1.0, 0.0])
+    with pytest.raises(HnasError, match="search.sample_size"):
+        REASearch(sample_size=0)
+
+
+def test_composed_config_is_checked_when_built():
+    # The app builds the whole composed config with OmegaConf.to_object: that runs the same checks.
+    from conftest import compose
+
+    cfg = compose("search=rea", "search.population=0")
+    with pytest.raises(HnasError, match="search.population=0"):
+        OmegaConf.to_object(cfg)
+    assert OmegaConf.to_object(compose("search=rea")).search.population == 10

@@ -2,8 +2,10 @@
 
 import numpy as np
 import pytest
+import torch
 
-from hnas.search import nb201_space, run_search
+from hnas.search import CellSpace, nb201_space, run_search
+from hnas.search.baselines import _draw_from_universe
 from hnas.search.testing import MetricDict, constructed_problem, toy_space
 from hnas.spaces import nb201
 
@@ -123,3 +125,80 @@ def test_space_sampling_matches_numpy_choice_over_the_given_order():
     expected = [space.archs[i] for i in np.random.RandomState(5).choice(len(space), 50)]
     assert draws == expected
     assert len(set(space.sample_distinct(300, np.random.RandomState(0)))) == len(space)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Universes: the whole space (unchanged behaviour) and a subset of it
+
+
+def test_whole_space_runs_are_the_ones_recorded_before_universes_were_honoured():
+    # Recorded with the code before REA / REINFORCE learnt about universes: the whole-space path is unchanged.
+    problem, _ = constructed_problem(seed=0)
+    assert problem.space.is_whole
+    rea = run_search({"name": "rea", "queries": 25, "budget_s": None}, problem)
+    assert indices(rea) == [172, 47, 117, 192, 67, 251, 195, 103, 9, 211, 116, 116, 84, 71, 107, 148, 149, 244,
+                            92, 180, 124, 118, 116, 21, 122]
+    reinforce = run_search({"name": "reinforce", "queries": 25, "budget_s": None, "learning_rate": 0.1},
+                           constructed_problem(seed=0)[0])
+    assert indices(reinforce) == [97, 119, 201, 75, 245, 65, 248, 48, 36, 50, 44, 119, 178, 32, 28, 79, 96, 99,
+                                  14, 87, 126, 162, 99, 107, 175]
+
+
+def _toy_universe(archs):
+    full = toy_space()
+    return CellSpace("toy", archs, full.edges, full.ops, full.encode, full.decode)
+
+
+def test_mutation_in_a_universe_follows_nb201_probabilities_conditioned_on_the_universe():
+    # Toy edges (1,0), (2,0), (2,1), (3,0): NB201 picks edge 0 with 1/3 (node 1 has one input), edge 1 with
+    # 1/6 (node 2 has two), then one of 3 other ops. Neighbours "b|a|a|a" (1/9) and "a|b|a|a" (1/18) are the
+    # only ones in the universe: conditioned on it, they come with 2/3 and 1/3. "c|c|a|a" is two edges away.
+    space = _toy_universe(["a|a|a|a", "b|a|a|a", "a|b|a|a", "c|c|a|a"])
+    assert not space.is_whole
+    rng = np.random.RandomState(0)
+    children = [space.mutate("a|a|a|a", rng) for _ in range(3000)]
+    assert set(children) == {"b|a|a|a", "a|b|a|a"}
+    assert children.count("b|a|a|a") / 3000 == pytest.approx(2 / 3, abs=0.03)
+
+
+def test_mutation_without_a_neighbour_in_the_universe_takes_the_nearest_members():
+    # No member one edge from the parent: the two members two edges away are drawn uniformly, never the
+    # three-edge one, never the parent itself.
+    space = _toy_universe(["a|a|a|a", "b|b|a|a", "a|a|c|c", "b|b|b|a"])
+    rng = np.random.RandomState(0)
+    children = [space.mutate("a|a|a|a", rng) for _ in range(2000)]
+    assert set(children) == {"b|b|a|a", "a|a|c|c"}
+    assert children.count("b|b|a|a") / 2000 == pytest.approx(0.5, abs=0.04)
+    assert _toy_universe(["a|b|c|d"]).mutate("a|b|c|d", rng) == "a|b|c|d"  # nothing else to become
+
+
+def test_restricted_policy_draws_with_the_restricted_probabilities():
+    space = _toy_universe(["a|a|a|a", "b|a|a|a", "d|c|b|a"])
+    logits = torch.tensor(np.random.RandomState(1).normal(size=(4, 4)), dtype=torch.float64, requires_grad=True)
+    p = torch.softmax(logits, dim=1).detach().numpy()
+    unrestricted = np.array([np.prod([p[e, "abcd".index(op)] for e, op in enumerate(a.split("|"))])
+                             for a in space.archs])
+    expected = unrestricted / unrestricted.sum()
+    universe = torch.from_numpy(space.op_indices)
+    generator = torch.Generator().manual_seed(0)
+    draws = [_draw_from_universe(logits, space, universe, generator) for _ in range(4000)]
+    frequency = np.array([sum(arch == a for arch, _ in draws) for a in space.archs]) / len(draws)
+    assert frequency == pytest.approx(expected, abs=0.03)
+    for arch, log_prob in draws[:10]:
+        assert log_prob.item() == pytest.approx(np.log(expected[space.archs.index(arch)]), rel=1e-12)
+    # The gradient flows through the restricted log-probability (its normaliser included).
+    draws[0][1].backward()
+    assert logits.grad is not None and torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", ["rea", "reinforce"])
+@pytest.mark.parametrize("size", [5, 50])
+def test_rea_and_reinforce_query_only_the_universe(name, size):
+    full = toy_space()
+    members = [full.archs[i] for i in np.random.RandomState(size).choice(len(full), size, replace=False)]
+    for seed in range(3):
+        problem, _ = constructed_problem(seed=seed)
+        problem.space = _toy_universe(members)
+        result = run_search({"name": name, "queries": 30, "budget_s": None}, problem)
+        assert result.n_queries == 30 and {r["arch"] for r in result.records} <= set(members)
+        assert result.arch in members

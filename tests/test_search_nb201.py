@@ -131,3 +131,62 @@ def test_stage_runs_every_option_of_the_composed_config(name, table, noisy_metri
     assert payload["metric"] == ("snip" if name in ("hnas", "training_free") else None)
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["config"]["search"]["name"] == name and result["config"]["search"]["queries"] == 6
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Universes on NB201
+
+
+def test_whole_space_rea_and_reinforce_are_the_runs_recorded_before_universes_were_honoured(table):
+    # Recorded with the code before REA / REINFORCE learnt about universes (seed 4, the NB201 table).
+    space = nb201_space(table.archs)
+    assert space.is_whole
+    expected = {
+        "rea": [1146, 8366, 10679, 709, 6017, 14696, 11863, 456, 6962, 12681, 8073, 6748, 2788, 2338, 541, 11046,
+                7712, 456, 6804, 4474, 11065, 3466, 5740, 6748, 4456],
+        "reinforce": [5931, 10686, 8889, 13800, 6874, 13891, 7765, 14996, 8332, 7493, 14533, 2853, 2999, 13559,
+                      4430, 8162, 1260, 6653, 12401, 15371, 9779, 14466, 3346, 15484, 12593],
+    }
+    for name, indices in expected.items():
+        result = run_search({"name": name, "queries": 25, "budget_s": None},
+                            Problem(space=space, oracle=BenchmarkOracle(table), seed=4))
+        assert [r["index"] for r in result.records] == indices
+
+
+@pytest.mark.parametrize("name", ["rea", "reinforce"])
+@pytest.mark.parametrize("size", [5, 50])
+def test_rea_and_reinforce_stay_in_a_universe_of_nb201(table, name, size):
+    members = [table.archs[i] for i in np.random.RandomState(size).choice(len(table.archs), size, replace=False)]
+    space = nb201_space(members)
+    assert not space.is_whole
+    for seed in range(2):
+        result = run_search({"name": name, "queries": 25, "budget_s": None},
+                            Problem(space=space, oracle=BenchmarkOracle(table), seed=seed))
+        assert result.n_queries == 25 and {r["arch"] for r in result.records} <= set(members)
+
+
+def test_stage_searches_only_the_architectures_of_a_small_metric_table(tmp_path):
+    # The case: a 5-architecture metric table, search=rea search.universe=metric_table 20 queries.
+    from hnas.spaces import nb201
+    from hnas.stages import precompute
+
+    common = ("dataset=fake", "probe.batch_size=8", "metric=params")
+    precompute.run(_compose_or_skip("stage=precompute", "stage.metrics=[params]", "stage.limit=5", *common),
+                   tmp_path / "precompute")
+    members = set(nb201.sample(5, seed=0))
+    for name in ("rea", "reinforce"):
+        out = tmp_path / name
+        payload = stage.run(_compose_or_skip("stage=search", f"search={name}", "search.universe=metric_table",
+                                             "search.queries=20", *common), out, tensorboard=False)
+        assert payload["n_queries"] == 20 and payload["arch"] in members
+        assert set(pd.read_csv(out / "queries.csv")["arch"]) <= members
+
+
+def test_stage_refuses_a_bad_setting_before_computing_any_metric(tmp_path):
+    from hnas.errors import HnasError
+
+    metrics = MetricDict({})
+    with pytest.raises(HnasError, match=r"search.t_bounds=\[1.0, 0.0\] is invalid"):
+        stage.run(_cfg({"name": "hnas", "t_bounds": [1, 0], "universe": "metric_table"}), tmp_path,
+                  metrics_of=metrics, tensorboard=False)
+    assert metrics.seen == set() and not (tmp_path / "result.json").exists()

@@ -1,6 +1,8 @@
 """Sweep summary, paper table and budget figure, from constructed job folders."""
 
 import json
+import logging
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -75,16 +77,93 @@ def test_summary_groups_settings_and_averages_seeds(sweep):
     assert tf["search_cost_s_mean"] == 0.0 and tf["n_queries_mean"] == 0
 
 
-def test_callback_writes_the_summary_into_the_sweep_folder(sweep, tmp_path):
+def _sweep_config(sweep_dir, stage):
+    """The config Hydra passes to on_multirun_end: the sweep's, with its hydra node."""
+    return OmegaConf.create({"stage": {"name": stage}, "hydra": {"sweep": {"dir": str(sweep_dir)}}})
+
+
+def test_callback_writes_the_summary_into_the_sweep_folder(sweep, caplog):
     root, _ = sweep
-    SweepSummary().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(root)}}}))
+    SweepSummary().on_multirun_end(_sweep_config(root, "search"))
     csv = pd.read_csv(root / "summary.csv")
     assert len(csv) == 4
     text = (root / "summary.md").read_text()
     assert "cifar10" in text and "±" in text and "hnas" in text
-    # A sweep without results (another stage) writes nothing and does not fail.
-    SweepSummary().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}}))
-    assert not (tmp_path / "summary.csv").exists()
+    # The search sweep's failed job is still reported.
+    assert any("have no result.json" in m and "99_failed" in m for m in caplog.messages)
+
+
+@pytest.mark.parametrize("stage", ["precompute", "report"])
+def test_callback_leaves_sweeps_of_other_stages_alone(stage, tmp_path, caplog):
+    # A precompute sweep: job folders with .hydra/ and a log, no result.json (precompute writes none).
+    for job in range(3):
+        (tmp_path / str(job) / ".hydra").mkdir(parents=True)
+        (tmp_path / str(job) / "run.log").write_text("done\n")
+    caplog.set_level("DEBUG")
+    SweepSummary().on_multirun_end(_sweep_config(tmp_path, stage))
+    assert not (tmp_path / "summary.csv").exists() and not (tmp_path / "summary.md").exists()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    # The same folders as a search sweep: their jobs did fail.
+    SweepSummary().on_multirun_end(_sweep_config(tmp_path, "search"))
+    assert any("3 job folder(s)" in m and "have no result.json" in m for m in caplog.messages)
+
+
+def _copy_run(source, target):
+    target.mkdir(parents=True)
+    for name in ("result.json", "queries.csv"):
+        shutil.copy(source / name, target / name)
+    return json.loads((target / "result.json").read_text())
+
+
+def _without(result, key):
+    return {k: v for k, v in result.items() if k != key}
+
+
+def _test_acc(result, dataset, value):
+    return {**result, "test_acc": {**result["test_acc"], dataset: value}}
+
+
+BAD_RESULTS = {  # id: (how a good result.json is broken, what the warning must say)
+    "empty": (lambda r: {}, "'algorithm' is missing"),
+    "list": (lambda r: [], "it holds a JSON list, not an object"),
+    "no-test-acc": (lambda r: _without(r, "test_acc"), "'test_acc' is missing or not an object"),
+    "no-algorithm": (lambda r: _without(r, "algorithm"), "'algorithm' is missing or not a non-empty string"),
+    "null-accuracy": (lambda r: _test_acc(r, "cifar100", None), "'test_acc.cifar100' is missing or not a number"),
+    "text-accuracy": (lambda r: _test_acc(r, "cifar10", "93"), "'test_acc.cifar10' is missing or not a number"),
+    "number-algorithm": (lambda r: {**r, "algorithm": 3}, "'algorithm' is missing or not a non-empty string"),
+    "text-cost": (lambda r: {**r, "search_cost_s": "many"}, "'search_cost_s' is not a number"),
+    "text-seed": (lambda r: {**r, "seed": "0"}, "'seed' is not an integer"),
+    "text-overrides": (lambda r: {**r, "overrides": "seed=0"}, "'overrides' is not a list of strings"),
+    "number-metric": (lambda r: {**r, "metric": 5}, "'metric' is not a string"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_RESULTS)
+def test_reports_skip_result_files_that_lack_what_they_need(sweep, tmp_path, caplog, case):
+    breaks, message = BAD_RESULTS[case]
+    root, _ = sweep
+    source = next(p for p in root.iterdir() if p.name.startswith("0_"))
+    good = _copy_run(source, tmp_path / "runs" / "good")
+    bad_dir = tmp_path / "runs" / "bad"
+    payload = _copy_run(source, bad_dir)
+    (bad_dir / "result.json").write_text(json.dumps(breaks(payload)))
+    frame = load_results([tmp_path / "runs"])
+    assert frame["run_dir"].tolist() == [str((tmp_path / "runs" / "good").resolve())]
+    assert frame["cifar10_test_acc_200ep"].tolist() == [good["test_acc"]["cifar10"]]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(str(bad_dir.resolve() / "result.json") in w and message in w for w in warnings), warnings
+    # The whole report still runs on what is left.
+    written = run_report([tmp_path / "runs"], tmp_path / "report", table=constructed_problem()[1])
+    assert written["runs"] == 1 and (tmp_path / "report" / "budget_figure.png").is_file()
+
+
+def test_report_of_only_unusable_results_says_so(tmp_path):
+    from hnas.errors import HnasError
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "result.json").write_text("{}")
+    with pytest.raises(HnasError, match="no usable result.json"):
+        run_report([tmp_path], tmp_path / "report")
 
 
 def test_paper_table_with_optimum(sweep, tmp_path):

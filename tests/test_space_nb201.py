@@ -3,6 +3,8 @@ import random
 import pytest
 import torch
 
+from conftest import benchmark_text, needs_data
+
 from hnas.errors import HnasError
 from hnas.spaces import get_space, list_spaces, nb201
 
@@ -50,8 +52,8 @@ def test_sampling_is_seeded_and_uniform_without_replacement():
         nb201.sample(20000, seed=0)
 
 
-def test_official_index_round_trip(data_dir):
-    rows = (data_dir / "nb201" / "nb201.csv").read_text().splitlines()[1:]
+def test_official_index_round_trip():
+    rows = benchmark_text().splitlines()[1:]
     for line in random.Random(0).sample(rows, 20):
         index, arch = line.split(",")[:2]
         assert nb201.to_index(arch) == int(index)
@@ -69,8 +71,8 @@ def test_reference_layout_parameters_match_the_reference_network():
         assert total == pytest.approx(298.10518409866535, rel=1e-12)
 
 
-def test_compact_layout_parameters_equal_the_benchmark_table(data_dir):
-    rows = [line.split(",") for line in (data_dir / "nb201" / "nb201.csv").read_text().splitlines()[1:]]
+def test_compact_layout_parameters_equal_the_benchmark_table():
+    rows = [line.split(",") for line in benchmark_text().splitlines()[1:]]
     # params_m is exact (a whole number of parameters) for all but 204 rows; compare only those.
     exact = [r for r in rows if abs(float(r[2]) * 1e6 - round(float(r[2]) * 1e6)) < 1e-6]
     for _, arch, params_m, *_ in random.Random(1).sample(exact, 30):
@@ -78,6 +80,7 @@ def test_compact_layout_parameters_equal_the_benchmark_table(data_dir):
         assert sum(p.numel() for p in net.parameters()) == round(float(params_m) * 1e6)
 
 
+@needs_data
 @pytest.mark.parametrize("layout", nb201.LAYOUTS)
 def test_both_layouts_run_forward_on_real_cifar10(layout):
     from hnas.data import probe_batch

@@ -64,7 +64,8 @@ COLUMNS = (
 VALUE_COLUMNS = COLUMNS[2:]
 
 HOW_TO_GET = (
-    "copy nb201.csv (the compact NAS-Bench-201 table, schema in docs/benchmark-table.md) there, or convert the "
+    "hnas ships this table (hnas/embedded/nb201.csv.gz; reinstall hnas if it is damaged). For a table of your "
+    "own, copy nb201.csv (the compact NAS-Bench-201 table, schema in docs/benchmark-table.md) there, or convert the "
     "official benchmark files you downloaded: "
     "`hnas-nb201-convert --nats <NATS-tss-v1_0-3ffb9-simple folder> --out <this path>` "
     "(NATS-Bench, https://github.com/D-X-Y/NATS-Bench) or "
@@ -77,7 +78,9 @@ HOW_TO_GET_OFFICIAL = (
 
 
 def default_path():
-    return paths.data_dir() / "nb201" / "nb201.csv"
+    """`<data folder>/nb201/nb201.csv` where the data folder has one, else the table shipped with hnas."""
+    local = paths.data_dir() / "nb201" / "nb201.csv"
+    return local if local.exists() else paths.embedded_dir() / "nb201.csv.gz"
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -225,7 +228,7 @@ def read_table(path, partial=False):
     try:
         # Only an empty cell means "no value"; text such as "n/a" must be reported, not read as missing.
         frame = pd.read_csv(path, dtype={"arch": str}, keep_default_na=False, na_values=[""])
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as err:
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, EOFError) as err:
         raise _malformed(path, f"not a readable CSV file ({err})") from err
     missing = [col for col in COLUMNS if col not in frame.columns]
     if missing:

@@ -283,6 +283,10 @@ def _check_inputs(model, inputs, targets):
         raise HnasError(f"compute_metrics needs a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(inputs, torch.Tensor) or inputs.dim() < 2 or inputs.shape[0] < 1:
         raise HnasError("inputs must be a batched tensor of shape (batch, ...)")
+    if inputs.is_floating_point() and not bool(torch.isfinite(inputs).all()):
+        bad = int((~torch.isfinite(inputs)).sum())
+        raise HnasError(f"inputs hold {bad} NaN or infinite value(s): every metric would be meaningless; "
+                        "check the data and its normalisation")
     if not isinstance(targets, torch.Tensor) or targets.dim() != 1 or targets.dtype.is_floating_point:
         raise HnasError("targets must be a 1-D tensor of class indices, one per input")
     if targets.shape[0] != inputs.shape[0]:
@@ -302,6 +306,8 @@ def compute_metrics(model, inputs, targets, names, *, max_chunk=None, chunk_byte
     """
     if isinstance(names, str):
         names = [names]
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+        raise HnasError(f"names must be a metric name or a list of them, got {names!r}; see list_metrics()")
     names = list(dict.fromkeys(names))
     metrics = [METRICS.get(n) for n in names]  # unknown name -> HnasError listing the choices
     _check_inputs(model, inputs, targets)

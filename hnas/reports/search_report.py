@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from hnas.io import atomic_write_text
+from hnas.search.config import is_int, is_number
 from hnas.search.oracle import TEST_DATASETS, test_column
 
 log = logging.getLogger(__name__)
@@ -52,14 +53,53 @@ def _setting_overrides(overrides):
     return out
 
 
+def result_problems(result):
+    """What keeps a result.json payload out of a report: missing keys and wrong types (empty when usable).
+
+    Required: `algorithm` (a string) and `test_acc` (a number per test dataset); the other keys a report
+    reads may be absent but must have the right type when present.
+    """
+    if not isinstance(result, dict):
+        return [f"it holds a JSON {type(result).__name__}, not an object"]
+    problems = []
+    algorithm = result.get("algorithm")
+    if not (isinstance(algorithm, str) and algorithm):
+        problems.append("'algorithm' is missing or not a non-empty string")
+    test_acc = result.get("test_acc")
+    if not isinstance(test_acc, dict):
+        problems.append("'test_acc' is missing or not an object")
+    else:
+        problems += [f"'test_acc.{ds}' is missing or not a number" for ds in TEST_DATASETS
+                     if not is_number(test_acc.get(ds))]
+    optional = [  # (key, check, what it must be)
+        ("metric", lambda v: isinstance(v, str), "a string"),
+        ("seed", is_int, "an integer"),
+        ("overrides", lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v), "a list of strings"),
+        *[(key, is_number, "a number") for key in ("val_acc", "search_cost_s", "metric_s", "n_queries")],
+    ]
+    problems += [f"'{key}' is not {what}" for key, check, what in optional
+                 if result.get(key) is not None and not check(result[key])]
+    return problems
+
+
 def load_results(inputs):
-    """One row per run: setting columns (algorithm, metric, other overrides), seed, values, run folder."""
+    """One row per run: setting columns (algorithm, metric, other overrides), seed, values, run folder.
+
+    A result.json that cannot be read, or lacks what a report needs (result_problems), is skipped with a
+    warning naming the file.
+    """
     rows = []
     for folder in find_run_dirs(inputs):
+        path = folder / "result.json"
         try:
-            result = json.loads((folder / "result.json").read_text())
+            result = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as error:
-            log.warning("skipping %s: unreadable result.json (%s)", folder, error)
+            log.warning("skipping %s: unreadable (%s)", path, error)
+            continue
+        problems = result_problems(result)
+        if problems:
+            log.warning("skipping %s: %s (a finished search run writes them all; rerun it or remove the "
+                        "folder)", path, "; ".join(problems))
             continue
         row = {"algorithm": result["algorithm"], "metric": result.get("metric") or "-"}
         row.update(_setting_overrides(result.get("overrides")))
@@ -327,7 +367,8 @@ def run_report(inputs, out_dir, table=None, budget_max=18000.0):
     if frame.empty:
         from hnas.errors import HnasError
 
-        raise HnasError(f"no result.json under {', '.join(map(str, inputs))}: nothing to report")
+        raise HnasError(f"no usable result.json under {', '.join(map(str, inputs))}: nothing to report (the "
+                        "warnings above name any that were skipped); point stage.inputs at finished search runs")
     for folder in inputs:
         failed = _count_failed(folder)
         if failed:

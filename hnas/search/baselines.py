@@ -40,12 +40,11 @@ class RegularizedEvolution:
     A population of `population` uniform random architectures (with replacement); then, per cycle, draw
     `sample_size` members with replacement, mutate the best of them by validation accuracy (one edge gets a
     different op), query the child, append it and drop the oldest member. Repeated architectures are queried
-    and charged again, as in NB201's REA.
+    and charged again, as in NB201's REA. Within a universe smaller than the space, the population and the
+    children stay in it (CellSpace.mutate says how the child is drawn then).
     """
 
     def __init__(self, cfg):
-        if cfg.population < 1 or cfg.sample_size < 1:
-            raise HnasError("search=rea needs population >= 1 and sample_size >= 1")
         self.cfg = cfg
 
     def metric_names(self, metric):
@@ -86,12 +85,16 @@ class Reinforce:
 
     Policy: independent softmax over the ops of each edge, logits initialised to init_std * N(0, 1). Each
     step samples one architecture, queries it (reward = validation accuracy in %), updates the EMA baseline
-    with the reward, then takes one Adam step on -(sum of the edges' log-probabilities) * (reward - baseline).
+    with the reward, then takes one Adam step on -(log-probability of the architecture) * (reward - baseline),
+    the log-probability being the sum of the edges' log-probabilities.
+
+    Within a universe smaller than the space the policy is restricted to it: P(arch) is proportional to the
+    product of the edges' probabilities over the universe's architectures only, the draw is made from that
+    distribution (with the same seeded generator), and the log-probability in the loss is the restricted one
+    (the sum over the edges minus its logsumexp over the universe).
     """
 
     def __init__(self, cfg):
-        if not 0.0 <= cfg.ema_momentum < 1.0:
-            raise HnasError(f"search.ema_momentum must be in [0, 1), got {cfg.ema_momentum}")
         self.cfg = cfg
 
     def metric_names(self, metric):
@@ -105,18 +108,38 @@ class Reinforce:
                                             dtype=torch.float64))
         optimizer = torch.optim.Adam([logits], lr=self.cfg.learning_rate)
         baseline = _EMA(self.cfg.ema_momentum)
+        universe = None if space.is_whole else torch.from_numpy(space.op_indices)
         while not qlog.exhausted:
-            with torch.no_grad():
-                action = torch.multinomial(torch.softmax(logits, dim=1), 1, generator=generator).squeeze(1)
-            arch = space.decode(tuple(space.ops[i] for i in action.tolist()))
+            if universe is None:
+                arch, log_prob = _draw_from_space(logits, space, generator)
+            else:
+                arch, log_prob = _draw_from_universe(logits, space, universe, generator)
             reward = qlog.query(arch)
             baseline.update(reward)
-            log_prob = torch.log_softmax(logits, dim=1).gather(1, action[:, None]).sum()
             loss = -log_prob * (reward - baseline.value())
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
         return None
+
+
+def _draw_from_space(logits, space, generator):
+    """One op per edge from the per-edge softmax: (arch, its log-probability, differentiable in `logits`)."""
+    with torch.no_grad():
+        action = torch.multinomial(torch.softmax(logits, dim=1), 1, generator=generator).squeeze(1)
+    arch = space.decode(tuple(space.ops[i] for i in action.tolist()))
+    return arch, torch.log_softmax(logits, dim=1).gather(1, action[:, None]).sum()
+
+
+def _draw_from_universe(logits, space, universe, generator):
+    """One of the universe's architectures (`universe`: their op indices, one row each) from the policy
+    restricted to them: (arch, its restricted log-probability, differentiable in `logits`)."""
+    edges = torch.arange(len(space.edges))
+    log_p = torch.log_softmax(logits, dim=1)[edges, universe].sum(dim=1)  # unrestricted, per member
+    restricted = log_p - torch.logsumexp(log_p, dim=0)
+    with torch.no_grad():
+        member = int(torch.multinomial(restricted.exp(), 1, generator=generator))
+    return space.archs[member], restricted[member]
 
 
 @SEARCHES.register("training_free")
@@ -129,11 +152,7 @@ class TrainingFree:
     queried in rank order (within the query / budget limits) and the best by validation accuracy wins.
     """
 
-    needs_limit = False
-
     def __init__(self, cfg):
-        if cfg.candidates < 1 or cfg.query_top_k < 0:
-            raise HnasError("search=training_free needs candidates >= 1 and query_top_k >= 0")
         self.cfg = cfg
 
     def metric_names(self, metric):

@@ -10,10 +10,39 @@ name their schema, so every default lives here, once. Keys shared by all algorit
   that the run's metric table already holds, for searching where only part of the space is precomputed).
 - `query_dataset` / `query_epochs`: what a query returns: the validation accuracy after `query_epochs`
   epochs on `query_dataset`, costing that training's time (HNAS: 12-epoch cifar10-valid).
+
+Every value is checked when the dataclass is constructed (`__post_init__`): `OmegaConf.to_object` of the
+composed config, and `hnas.search.search_config`, construct it, so a bad setting fails with an HnasError
+naming the key before any metric is computed or any query made.
 """
 
+import math
+import numbers
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import ClassVar, List, Optional
+
+from hnas.config import require
+from hnas.errors import HnasError
+
+UNIVERSES = ("space", "metric_table")
+ACQUISITIONS = ("ei", "ucb", "poi")
+
+
+def is_number(value):
+    """A real number (numpy's too), not a bool (True would pass as 1)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def is_int(value):
+    """An integer (numpy's too), not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _check_bounds(key, bounds, example):
+    ok = (isinstance(bounds, (list, tuple)) and len(bounds) == 2 and all(is_number(b) for b in bounds)
+          and all(math.isfinite(b) for b in bounds) and bounds[0] < bounds[1])
+    require(ok, f"search.{key}", bounds,
+            f"give two finite numbers [low, high] with low < high, e.g. search.{key}={example}")
 
 
 @dataclass
@@ -26,6 +55,22 @@ class _Common:
     # space: draw candidates from the whole space. metric_table: only from the architectures of the run's
     # metric table (for searching where only part of the space has precomputed metrics).
     universe: str = "space"
+
+    # Whether a run needs search.queries or search.budget_s to end (training_free ends after its ranking).
+    needs_limit: ClassVar[bool] = True
+
+    def __post_init__(self):
+        require(self.queries is None or (is_int(self.queries) and self.queries >= 1), "search.queries",
+                self.queries, "with fewer than 1 no query can be made; give an integer >= 1, or null for no "
+                "query limit")
+        require(self.budget_s is None or (is_number(self.budget_s) and self.budget_s > 0), "search.budget_s",
+                self.budget_s, "give a number of seconds > 0, or null for no budget")
+        if self.needs_limit and self.queries is None and self.budget_s is None:
+            raise HnasError(f"search={self.name} needs a limit: set search.queries or search.budget_s")
+        require(is_int(self.query_epochs) and self.query_epochs > 0, "search.query_epochs", self.query_epochs,
+                "give a number of training epochs > 0 that the benchmark table holds (NB201: 12 or 200)")
+        require(self.universe in UNIVERSES, "search.universe", self.universe,
+                f"choose one of: {', '.join(UNIVERSES)}")
 
 
 @dataclass
@@ -47,6 +92,34 @@ class HnasSearch(_Common):
     condnum: str = "condnum"  # the metric used as K
     abs_metric: bool = False  # the reference scores the signed metric value (matters for grasp only)
 
+    def __post_init__(self):
+        super().__post_init__()
+        require(is_number(self.scale) and math.isfinite(self.scale) and self.scale > 0, "search.scale",
+                self.scale, "give a finite number > 0 (the target metric value is t * scale)")
+        _check_bounds("t_bounds", self.t_bounds, "[0,1]")
+        _check_bounds("c_bounds", self.c_bounds, "[-4,0]")
+        require(is_number(self.init_portion) and 0 <= self.init_portion <= 1, "search.init_portion",
+                self.init_portion, "give a fraction of the queries in [0, 1]")
+        require(is_int(self.max_init) and self.max_init >= 0, "search.max_init", self.max_init,
+                "give an integer >= 0")
+        require(self.init_points is None or (is_int(self.init_points) and self.init_points >= 0),
+                "search.init_points", self.init_points,
+                "give an integer >= 0, or null for min(int(queries * init_portion), max_init)")
+        # The probed points are BO points: they must lie in BO's domain.
+        low, high = self.c_bounds
+        require(is_number(self.init_c) and low <= self.init_c <= high, "search.init_c", self.init_c,
+                f"give a number within search.c_bounds [{low}, {high}]")
+        require(self.acquisition in ACQUISITIONS, "search.acquisition", self.acquisition,
+                f"choose one of: {', '.join(ACQUISITIONS)}")
+        require(is_number(self.xi) and self.xi >= 0, "search.xi", self.xi, "give a number >= 0")
+        require(is_number(self.kappa) and self.kappa >= 0, "search.kappa", self.kappa, "give a number >= 0")
+        require(is_int(self.n_sample) and self.n_sample >= 1, "search.n_sample", self.n_sample,
+                "give a number of draws per step >= 1")
+        from hnas.metrics import list_metrics  # imported here: the metric registry pulls in torch
+
+        require(self.condnum in list_metrics(), "search.condnum", self.condnum,
+                f"unknown metric {self.condnum!r}; choose one of: {', '.join(list_metrics())}")
+
 
 @dataclass
 class RandomSearch(_Common):
@@ -65,6 +138,13 @@ class REASearch(_Common):
     population: int = 10
     sample_size: int = 3
 
+    def __post_init__(self):
+        super().__post_init__()
+        require(is_int(self.population) and self.population >= 1, "search.population", self.population,
+                "give an integer >= 1")
+        require(is_int(self.sample_size) and self.sample_size >= 1, "search.sample_size", self.sample_size,
+                "give an integer >= 1")
+
 
 @dataclass
 class ReinforceSearch(_Common):
@@ -77,6 +157,15 @@ class ReinforceSearch(_Common):
     ema_momentum: float = 0.9
     init_std: float = 1e-3  # policy logits start as init_std * N(0, 1)
 
+    def __post_init__(self):
+        super().__post_init__()
+        require(is_number(self.learning_rate) and math.isfinite(self.learning_rate) and self.learning_rate > 0,
+                "search.learning_rate", self.learning_rate, "give a finite number > 0")
+        require(is_number(self.ema_momentum) and 0 <= self.ema_momentum < 1, "search.ema_momentum",
+                self.ema_momentum, "give a number in [0, 1)")
+        require(is_number(self.init_std) and math.isfinite(self.init_std) and self.init_std >= 0,
+                "search.init_std", self.init_std, "give a finite number >= 0")
+
 
 @dataclass
 class TrainingFreeSearch(_Common):
@@ -87,6 +176,15 @@ class TrainingFreeSearch(_Common):
     candidates: int = 2000  # uniform draws with replacement, duplicates removed (as the reference)
     query_top_k: int = 0  # 0: return the top-ranked architecture without any query
     abs_metric: bool = True  # the reference's zero-cost baseline ranks by |metric|, largest first
+
+    needs_limit: ClassVar[bool] = False  # query_top_k bounds the queries
+
+    def __post_init__(self):
+        super().__post_init__()
+        require(is_int(self.candidates) and self.candidates >= 1, "search.candidates", self.candidates,
+                "give a number of draws >= 1")
+        require(is_int(self.query_top_k) and self.query_top_k >= 0, "search.query_top_k", self.query_top_k,
+                "give an integer >= 0 (0: the top-ranked architecture is the result, without a query)")
 
 
 SEARCH_SCHEMAS = {

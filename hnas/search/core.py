@@ -59,7 +59,8 @@ class SearchResult:
 
 def search_config(cfg):
     """A search config (dict, DictConfig or schema dataclass) -> the validated schema dataclass of its `name`,
-    with every missing key at its default."""
+    with every missing key at its default. Constructing the dataclass checks every value (its
+    `__post_init__`), so a bad one raises an HnasError naming the key."""
     if is_dataclass(cfg) and not isinstance(cfg, type):
         cfg = OmegaConf.structured(cfg)
     if not isinstance(cfg, DictConfig):
@@ -74,15 +75,6 @@ def search_config(cfg):
     return OmegaConf.to_object(merged)
 
 
-def _check_limits(cfg, needs_limit):
-    if cfg.queries is not None and cfg.queries < 0:
-        raise HnasError(f"search.queries must be >= 0 or null, got {cfg.queries}")
-    if cfg.budget_s is not None and cfg.budget_s < 0:
-        raise HnasError(f"search.budget_s must be >= 0 or null, got {cfg.budget_s}")
-    if needs_limit and cfg.queries is None and cfg.budget_s is None:
-        raise HnasError(f"search={cfg.name} needs a limit: set search.queries or search.budget_s")
-
-
 def run_search(cfg, problem, listeners=()):
     """Run the search algorithm `cfg.name` on `problem`; return a SearchResult.
 
@@ -90,7 +82,6 @@ def run_search(cfg, problem, listeners=()):
     """
     cfg = search_config(cfg)
     algorithm = SEARCHES.get(cfg.name)(cfg)
-    _check_limits(cfg, getattr(algorithm, "needs_limit", True))
     names = algorithm.metric_names(problem.metric)
     if names and problem.metrics_of is None:
         raise HnasError(f"search={cfg.name} reads metrics {names} but no metric source was given")

@@ -38,15 +38,15 @@ def hnas_score(metric, condnum, t, c, scale):
 
 
 def make_acquisition(cfg):
+    """The acquisition function `cfg.acquisition` (one of config.ACQUISITIONS, checked by the schema)."""
     from bayes_opt import acquisition
 
-    if cfg.acquisition == "ei":
-        return acquisition.ExpectedImprovement(xi=cfg.xi)
-    if cfg.acquisition == "poi":
-        return acquisition.ProbabilityOfImprovement(xi=cfg.xi)
-    if cfg.acquisition == "ucb":
-        return acquisition.UpperConfidenceBound(kappa=cfg.kappa)
-    raise HnasError(f"unknown search.acquisition {cfg.acquisition!r}; choose one of: ei, poi, ucb")
+    make = {
+        "ei": lambda: acquisition.ExpectedImprovement(xi=cfg.xi),
+        "poi": lambda: acquisition.ProbabilityOfImprovement(xi=cfg.xi),
+        "ucb": lambda: acquisition.UpperConfidenceBound(kappa=cfg.kappa),
+    }
+    return make[cfg.acquisition]()
 
 
 def n_init_points(cfg):

@@ -10,6 +10,7 @@ probe batch is the same for every architecture, so values do not depend on order
 import logging
 import multiprocessing
 import os
+import signal
 import time
 
 import torch
@@ -17,11 +18,11 @@ from tqdm import tqdm
 
 from hnas import paths
 from hnas.app import resolve_device
-from hnas.data import probe_batch
+from hnas import data
 from hnas.errors import HnasError
 from hnas.io import atomic_write_json
-from hnas.metric_table import MetricTable, TableSettings
-from hnas.metrics import compute_metrics, list_metrics
+from hnas.metric_table import MetricTable, TableSettings, official_index
+from hnas.metrics import compute_metrics
 from hnas.spaces import get_space
 
 log = logging.getLogger(__name__)
@@ -31,9 +32,26 @@ log = logging.getLogger(__name__)
 def probe_batch_for(settings, arch=None):
     """The shared probe batch, or with `per_arch` a batch seeded by the architecture."""
     seed = settings.seed
-    if settings.per_arch:
+    if settings.per_arch and arch is not None:
         seed = get_space(settings.space).arch_seed(settings.seed, arch)
-    return probe_batch(settings.dataset, settings.batch_size, seed, per_class=settings.per_class, split=settings.split)
+    return data.probe_batch(settings.dataset, settings.batch_size, seed, per_class=settings.per_class,
+                            split=settings.split)
+
+
+def probe_record(settings, batch):
+    """What a table records of its probe images: the split and files read, and the batch's SHA-256 (with
+    `per_arch`, of the batch drawn with the probe seed itself, which stands for the data it is drawn from)."""
+    images, labels = batch
+    return {"split": settings.split, "source": data.source_of(settings.dataset, settings.split),
+            "sha256": data.fingerprint(images, labels), "shape": list(images.shape)}
+
+
+def open_for_writing(settings, device):
+    """(table, shared batch or None with per_arch): the table of these settings, checked against (or
+    created with) the probe batch this run computes on. Nothing is created before the batch exists."""
+    batch = probe_batch_for(settings)
+    table = MetricTable.for_probe(paths.results_dir(), settings, probe_record(settings, batch), device)
+    return table, None if settings.per_arch else batch
 
 
 def compute_arch(arch, settings, metrics, batch, device):
@@ -70,18 +88,13 @@ def shard_of(archs, shard, num_shards):
     return archs[shard::num_shards]
 
 
-def official_index(space, arch):
-    try:
-        return space.to_index(arch)
-    except HnasError:
-        return None  # no benchmark table: the row keeps its arch string only
-
-
 # ---- workers -----------------------------------------------------------------------------------------------
 _WORKER = {}
 
 
 def _init_worker(settings, batch, device, threads):
+    # Ctrl-C goes to the whole process group: the parent alone handles it (it saves the table and stops).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
     _WORKER.update(settings=settings, batch=batch, device=device)
 
@@ -97,7 +110,7 @@ def _work(item):
 
 def _results(todo, settings, batch, device, workers):
     if workers <= 1:
-        _init_worker(settings, batch, device, torch.get_num_threads())
+        _WORKER.update(settings=settings, batch=batch, device=device)
         for item in todo:
             yield _work(item)
         return
@@ -109,45 +122,28 @@ def _results(todo, settings, batch, device, workers):
 
 # ---- the stage ---------------------------------------------------------------------------------------------
 def run(cfg, out_dir):
+    """Fill the run's metric table (settings validated by hnas.config.validate before this is called)."""
     stage = cfg.stage
     metrics = list(dict.fromkeys(stage.metrics))
-    unknown = [m for m in metrics if m not in list_metrics()]
-    if unknown:
-        raise HnasError(f"unknown metric(s) {unknown} in stage.metrics; choose from: {', '.join(list_metrics())}")
     settings = TableSettings.from_config(cfg)
     device = resolve_device(cfg.device)
     space = get_space(settings.space)
-    table = MetricTable.for_settings(paths.results_dir(), settings, device)
-
     archs = shard_of(select_archs(stage, settings), stage.shard, stage.num_shards)
-    todo = [(a, table.missing(a, metrics)) for a in archs]
+    table = MetricTable.existing(paths.results_dir(), settings)
+    todo = [(a, metrics if table is None else table.missing(a, metrics)) for a in archs]
     todo = [(a, needed) for a, needed in todo if needed]
     log.info("metric table %s: %d architectures in this run, %d already done, %d to compute (%s) on %s",
-             table.folder, len(archs), len(archs) - len(todo), len(todo), ", ".join(metrics), device)
-
-    batch = None if settings.per_arch else probe_batch_for(settings)
+             MetricTable.folder_for(paths.results_dir(), settings), len(archs), len(archs) - len(todo),
+             len(todo), ", ".join(metrics), device)
+    start = time.perf_counter()
     done = failed = 0
     seconds_total = 0.0
-    start = time.perf_counter()
-    from torch.utils.tensorboard import SummaryWriter
-
-    events = SummaryWriter(log_dir=str(out_dir / "tb"))
-    with events, table.writer(stage.shard, stage.num_shards) as writer, tqdm(
-        total=len(todo), unit="arch", desc="precompute", dynamic_ncols=True, mininterval=1.0
-    ) as bar:
-        for arch, values, seconds, error in _results(todo, settings, batch, device, stage.workers):
-            bar.update()
-            if error:
-                failed += 1
-                log.error("architecture %s failed: %s (it stays missing; a rerun retries it)", arch, error)
-                continue
-            writer.write(arch, official_index(space, arch), values, seconds, device)
-            done += 1
-            seconds_total += seconds
-            events.add_scalar("precompute/seconds_per_arch", seconds, done)
-            if done % stage.log_every == 0:
-                log.info("%d/%d architectures, %.3f s per architecture", done, len(todo), seconds_total / done)
-    csv_path = table.export_csv()
+    if todo:
+        table, batch = open_for_writing(settings, device)
+        done, failed, seconds_total = _compute(todo, table, settings, batch, device, stage, space, out_dir)
+    csv_path = None
+    if table is not None:
+        csv_path = table.folder / "table.csv" if table.csv_is_current() else table.export_csv()
     wall = time.perf_counter() - start
     summary = {
         "table": str(csv_path), "metrics": metrics, "archs_in_run": len(archs), "computed": done,
@@ -164,6 +160,37 @@ def run(cfg, out_dir):
     return summary
 
 
+def _compute(todo, table, settings, batch, device, stage, space, out_dir):
+    """Compute and log every (arch, metrics) of `todo`; (done, failed, summed seconds). On Ctrl-C the rows
+    written so far are exported to table.csv before the interrupt goes on."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    done = failed = 0
+    seconds_total = 0.0
+    events = SummaryWriter(log_dir=str(out_dir / "tb"))
+    try:
+        with events, table.writer(stage.shard, stage.num_shards) as writer, tqdm(
+            total=len(todo), unit="arch", desc="precompute", dynamic_ncols=True, mininterval=1.0
+        ) as bar:
+            for arch, values, seconds, error in _results(todo, settings, batch, device, stage.workers):
+                bar.update()
+                if error:
+                    failed += 1
+                    log.error("architecture %s failed: %s (it stays missing; a rerun retries it)", arch, error)
+                    continue
+                writer.write(arch, official_index(space, arch), values, seconds, device)
+                done += 1
+                seconds_total += seconds
+                events.add_scalar("precompute/seconds_per_arch", seconds, done)
+                if done % stage.log_every == 0:
+                    log.info("%d/%d architectures, %.3f s per architecture", done, len(todo), seconds_total / done)
+    except KeyboardInterrupt:
+        log.warning("interrupted after %d of %d architectures; they are saved in %s, a rerun resumes",
+                    done, len(todo), table.export_csv())
+        raise
+    return done, failed, seconds_total
+
+
 class MetricLookup:
     """Metric values for a search: read from the run's metric table, computing missing ones on demand.
 
@@ -176,14 +203,15 @@ class MetricLookup:
         self.settings = TableSettings.from_config(cfg)
         self.device = resolve_device(cfg.device)
         self.space = get_space(self.settings.space)
-        self.table = MetricTable.for_settings(paths.results_dir(), self.settings, self.device)
+        self.table = MetricTable.existing(paths.results_dir(), self.settings)
         self.metric_seconds = 0.0
         self.computed = 0
         self._seen = set()
         self._batch = None
+        self._writable = False
 
     def __call__(self, archs):
-        missing = [a for a in dict.fromkeys(archs) if self.table.missing(a, self.names)]
+        missing = [a for a in dict.fromkeys(archs) if self.table is None or self.table.missing(a, self.names)]
         if missing:
             self._compute(missing)
         for arch in archs:
@@ -193,8 +221,9 @@ class MetricLookup:
         return {arch: {m: self.table.rows[arch]["metrics"][m] for m in self.names} for arch in archs}
 
     def _compute(self, archs):
-        if self._batch is None and not self.settings.per_arch:
-            self._batch = probe_batch_for(self.settings)
+        if not self._writable:
+            self.table, self._batch = open_for_writing(self.settings, self.device)
+            self._writable = True
         log.info("computing %s for %d architectures missing from %s", ", ".join(self.names), len(archs),
                  self.table.folder)
         with self.table.writer() as writer:

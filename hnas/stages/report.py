@@ -27,16 +27,14 @@ def correlation(cfg, out_dir):
 
     settings = TableSettings.from_config(cfg)
     table = MetricTable.existing(paths.results_dir(), settings)
-    folder = MetricTable.folder_for(paths.results_dir(), settings)
     if table is None:
-        raise HnasError(f"no metric table for these settings at {folder}; run stage=precompute with the same "
-                        "space, dataset and probe settings first")
+        raise MetricTable.not_found(paths.results_dir(), settings)
     frame = table.frame()
     metrics = list(cfg.stage.metrics) if cfg.stage.metrics else [
         c for c in frame.columns if c not in ("index", "arch", "seconds")]
     absent = [m for m in metrics if m not in frame.columns]
     if absent:
-        raise HnasError(f"the table {folder} has no column(s) {absent}; it has: {list(frame.columns)}")
+        raise HnasError(f"the table {table.folder} has no column(s) {absent}; it has: {list(frame.columns)}")
     corr = correlation_report(frame, load_table(), metrics, out_dir)
     log.info("correlation of %d metrics over %d architectures written to %s", len(metrics), len(frame), out_dir)
     return corr

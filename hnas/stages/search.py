@@ -55,8 +55,8 @@ def run(cfg, out_dir, table=None, metrics_of=None, tensorboard=True):
         from hnas.stages.precompute import MetricLookup
 
         metrics_of = MetricLookup(cfg, names)
-    problem = Problem(space=nb201_space(candidate_archs(cfg, scfg, table, names)), oracle=oracle, seed=int(cfg.seed), metric=metric,
-                      metrics_of=metrics_of)
+    problem = Problem(space=nb201_space(candidate_archs(cfg, scfg, table, names)), oracle=oracle,
+                      seed=int(cfg.seed), metric=metric, metrics_of=metrics_of)
 
     listeners = [_log_query]
     writer = None
@@ -83,25 +83,24 @@ def run(cfg, out_dir, table=None, metrics_of=None, tensorboard=True):
 
 
 def candidate_archs(cfg, scfg, table, names):
-    """The architectures searches draw from: the whole benchmark, or those of the run's metric table."""
+    """The architectures searches draw from (the universe): the whole benchmark, or those of the run's metric
+    table (search.universe, checked by the schema)."""
     if scfg.universe == "space":
         return table.archs
-    if scfg.universe != "metric_table":
-        raise HnasError(f"search.universe={scfg.universe!r}: choose space or metric_table")
     from hnas import paths
     from hnas.metric_table import MetricTable, TableSettings
 
     settings = TableSettings.from_config(cfg)
-    folder = MetricTable.folder_for(paths.results_dir(), settings)
     required = names or [cfg.metric.name]
     metric_table = MetricTable.existing(paths.results_dir(), settings)
     archs = []
     if metric_table is not None:
         archs = [a for a in table.archs if a in metric_table.rows and not metric_table.missing(a, required)]
     if not archs:
-        raise HnasError(f"search.universe=metric_table, but no metric table at {folder} holds {required}; "
-                        "run stage=precompute with the same space, dataset and probe settings first")
-    log.info("candidates: the %d architectures of %s with %s", len(archs), folder, ", ".join(required))
+        raise MetricTable.not_found(paths.results_dir(), settings, f"{', '.join(required)} (search.universe="
+                                    "metric_table)")
+    log.info("candidates: the %d architectures of %s with %s", len(archs),
+             " + ".join(str(layer) for layer in metric_table.layers), ", ".join(required))
     return archs
 
 

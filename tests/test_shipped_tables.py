@@ -1,0 +1,115 @@
+"""The data shipped in hnas/embedded/: readable, found without a data folder, and equal to what the code computes."""
+
+import gzip
+import json
+import random
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import compose, needs_data
+from hnas import data, paths
+from hnas.benchmarks.nb201 import load_table, read_table
+from hnas.errors import HnasError
+from hnas.metric_table import MetricTable, TableSettings
+from hnas.stages import precompute
+
+SHIPPED = paths.embedded_dir() / "metric-tables"
+REFERENCE_TABLE = "nb201-reference-cifar10-test-b64-seed0"
+# Tolerances of the reference tests (tests/test_metrics_reference.py), and tighter ones for what is exact.
+RTOL = {"grad_norm": 1e-4, "snip": 1e-4, "fisher": 1e-4, "jacob_cov": 1e-4, "ntk_trace": 1e-4, "grasp": 1e-3,
+        "plain": 1e-3, "condnum": 1e-3, "synflow": 1e-9, "l2_norm": 1e-9, "naswot": 1e-6, "params": 0, "flops": 0}
+
+
+def reference_settings():
+    return TableSettings.from_config(compose("experiment=hnas_nb201"))
+
+
+def test_the_shipped_benchmark_table_is_the_full_nb201_table():
+    table = read_table(paths.embedded_dir() / "nb201.csv.gz")
+    assert len(table) == 15_625 and list(table["index"]) == list(range(15_625))
+    # The published optima of NAS-Bench-201 (200-epoch test accuracy).
+    assert table["cifar10_test_acc_200ep"].max() == pytest.approx(94.373, abs=1e-3)
+    assert int(table["cifar10_test_acc_200ep"].idxmax()) == 6111
+    assert table["cifar100_test_acc_200ep"].max() == pytest.approx(73.513, abs=1e-3)
+    assert table["imagenet16_test_acc_200ep"].max() == pytest.approx(47.311, abs=1e-3)
+
+
+def test_without_a_data_folder_the_shipped_tables_are_used(tmp_path, monkeypatch):
+    monkeypatch.setenv("HNAS_DATA_DIR", str(tmp_path / "no-data"))
+    assert load_table().path == paths.embedded_dir() / "nb201.csv.gz"
+    table = MetricTable.existing(tmp_path / "results", reference_settings())
+    assert table is not None and table.layers == [SHIPPED / REFERENCE_TABLE]
+    assert len(table.rows) >= 20 and all(len(entry["metrics"]) == 13 for entry in table.rows.values())
+
+
+def test_the_shipped_meta_records_what_was_read():
+    meta = json.loads((SHIPPED / REFERENCE_TABLE / "meta.json").read_text())
+    assert meta["settings"]["layout"] == "reference" and meta["settings"]["batch_size"] == 64
+    assert meta["probe"]["split"] == "test" and meta["probe"]["source"] == "image folder cifar10-test-jpg/test"
+    assert meta["device"] == "cpu" and meta["torch_threads"] >= 1 and meta["versions"]["torch"]
+
+
+def test_a_damaged_shipped_file_is_named_with_the_fix(tmp_path, monkeypatch):
+    shipped = tmp_path / "embedded"
+    shutil.copytree(paths.embedded_dir(), shipped)
+    monkeypatch.setattr(paths, "embedded_dir", lambda: shipped)
+    rows = shipped / "metric-tables" / REFERENCE_TABLE / "rows.jsonl.gz"
+    rows.write_bytes(rows.read_bytes()[: rows.stat().st_size // 2])
+    with pytest.raises(HnasError, match=f"(?s){rows}.*damaged or truncated.*Reinstall"):
+        MetricTable.existing(tmp_path / "results", reference_settings())
+    bench = shipped / "nb201.csv.gz"
+    bench.write_bytes(bench.read_bytes()[:1000])
+    with pytest.raises(HnasError, match="malformed NAS-Bench-201 table"):
+        read_table(bench)
+
+
+def test_a_results_table_with_another_probe_batch_is_refused_beside_the_shipped_one(tmp_path):
+    settings = reference_settings()
+    folder = MetricTable.folder_for(tmp_path / "results", settings)
+    folder.mkdir(parents=True)
+    meta = json.loads((SHIPPED / REFERENCE_TABLE / "meta.json").read_text())
+    meta["probe"]["sha256"] = "0" * 64
+    (folder / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(HnasError, match="probe batch differs from that of the shipped table"):
+        MetricTable.existing(tmp_path / "results", settings)
+
+
+def test_other_settings_than_the_shipped_ones_say_what_is_shipped(tmp_path, monkeypatch):
+    from hnas.stages import search
+
+    monkeypatch.setenv("HNAS_DATA_DIR", str(tmp_path / "no-data"))
+    cfg = compose("experiment=hnas_nb201", "probe.batch_size=32")
+    with pytest.raises(HnasError, match=f"b32-seed0.*shipped with hnas \\({REFERENCE_TABLE}"):
+        search.run(cfg, tmp_path / "run", tensorboard=False)
+
+
+@needs_data
+def test_shipped_rows_are_what_the_engine_computes(data_dir):
+    """A seeded sample of 20 shipped rows, recomputed now on the probe images of the data folder."""
+    settings = reference_settings()
+    table = MetricTable(SHIPPED / REFERENCE_TABLE, settings)
+    batch = precompute.probe_batch_for(settings)
+    assert data.fingerprint(*batch) == table.probe["sha256"], "the probe images differ from the shipped table's"
+    archs = random.Random(0).sample(sorted(table.rows), 20)
+    torch.set_num_threads(2)
+    for arch in archs:
+        shipped = table.rows[arch]["metrics"]
+        values, _ = precompute.compute_arch(arch, settings, list(shipped), batch, torch.device("cpu"))
+        for name, value in shipped.items():
+            np.testing.assert_allclose(values[name], value, rtol=RTOL[name], err_msg=f"{name} of {arch}")
+
+
+def test_shipped_rows_file_is_byte_reproducible(tmp_path):
+    """`ship` writes the same bytes from the same rows (no timestamp in the gzip header)."""
+    from hnas.metric_table import ship
+
+    folder = tmp_path / REFERENCE_TABLE
+    folder.mkdir()
+    shutil.copy(SHIPPED / REFERENCE_TABLE / "meta.json", folder)
+    with gzip.open(SHIPPED / REFERENCE_TABLE / "rows.jsonl.gz") as f:
+        (folder / "rows.jsonl").write_bytes(f.read())
+    again = ship(folder, tmp_path / "shipped")
+    assert (again / "rows.jsonl.gz").read_bytes() == (SHIPPED / REFERENCE_TABLE / "rows.jsonl.gz").read_bytes()
