@@ -181,7 +181,7 @@ def register_configs():
 
 
 def group_listing():
-    """The `--help` list of group options; Hydra's own list would also show the `*_schema` entries."""
+    """The `--help` list of group options, read from conf/ and the metric registry."""
     from hnas.metrics import list_metrics
 
     groups = {d.name: sorted(p.stem for p in d.glob("*.yaml")) for d in sorted(CONF_DIR.iterdir()) if d.is_dir()}

@@ -1,6 +1,6 @@
 """Structured-config schemas of the `search` group: one dataclass per option (conf/search/<name>.yaml).
 
-`hnas.config.register_configs` stores each under group "search" as "<name>_schema"; the YAML options only
+`hnas.config.register_configs` stores each as "schema/search/<name>"; the YAML options only
 name their schema, so every default lives here, once. Keys shared by all algorithms:
 
 - `queries`: stop after this many oracle queries (None: no limit; then `budget_s` must be set).

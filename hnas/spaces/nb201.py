@@ -3,7 +3,7 @@
 An architecture is a cell of 4 nodes with one op on each of the 6 edges, written as
 `|op~0|+|op~0|op~1|+|op~0|op~1|op~2|` (node 1 <- 0; node 2 <- 0, 1; node 3 <- 0, 1, 2).
 
-Layouts (see docs/spaces.md):
+Layouts:
 - `compact`: the official NB201 network, holding only the chosen ops (what NB201 trained).
 - `reference`: the network on which the HNAS / zero-cost-nas code computes metrics: every edge holds all
   five candidate ops (created in a fixed order, so they consume the same random numbers), one of which runs.

@@ -222,7 +222,10 @@ class MetricLookup:
 
     def _compute(self, archs):
         if not self._writable:
-            self.table, self._batch = open_for_writing(self.settings, self.device)
+            try:
+                self.table, self._batch = open_for_writing(self.settings, self.device)
+            except HnasError as error:
+                raise HnasError(f"{error}\n{SHIPPED_HINT}") from None
             self._writable = True
         log.info("computing %s for %d architectures missing from %s", ", ".join(self.names), len(archs),
                  self.table.folder)
@@ -232,4 +235,12 @@ class MetricLookup:
                 values, seconds = compute_arch(arch, self.settings, needed, self._batch, self.device)
                 writer.write(arch, official_index(self.space, arch), values, seconds, self.device)
                 self.computed += 1
+                if self.computed == 1 and len(archs) > 1:
+                    log.warning("%d architectures of this search have no %s in %s: about %.0f s at %.2f s each "
+                                "(more at later steps). %s", len(archs), ", ".join(self.names), self.table.folder,
+                                seconds * len(archs), seconds, SHIPPED_HINT)
         self.table.export_csv()
+
+
+SHIPPED_HINT = ("The metric tables shipped with hnas need no computation: `python run.py experiment=hnas_nb201 "
+                "metric=<name>` searches on them in seconds (docs/reproduce.md).")
