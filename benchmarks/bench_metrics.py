@@ -75,7 +75,7 @@ def forward_backward_engine_pooling(net, x, y):
     duration rather than a function mode, which would add its own dispatch cost to the unit)."""
     from torch import nn
 
-    from hnas.metrics.fastgrad2 import avg_pool_as_conv, plain_conv
+    from hnas.metrics.kernels import avg_pool_as_conv, plain_conv
 
     def pooled(m):
         def forward(inp):

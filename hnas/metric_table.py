@@ -137,7 +137,7 @@ class MetricTable:
     @classmethod
     def for_probe(cls, results_dir, settings, probe, device):
         """The table of these settings, to add rows computed on the probe batch `probe` (its record, see
-        hnas.stages.precompute.probe_record): created if new, else checked to hold rows of the same batch."""
+        hnas.metric_source.probe_record): created if new, else checked to hold rows of the same batch."""
         table = cls.existing(results_dir, settings)
         folder = cls.folder_for(results_dir, settings)
         if table is None or folder not in table.layers:

@@ -350,7 +350,7 @@ def test_names_must_be_metric_names(names):
 
 
 def test_chunked_equals_unchunked_and_oom_retry(monkeypatch):
-    import hnas.metrics.pergrad as pergrad
+    import hnas.metrics.ntk_gram as ntk_gram
 
     model = small_cnn()
     x, y = batch(n=9)
@@ -362,7 +362,7 @@ def test_chunked_equals_unchunked_and_oom_retry(monkeypatch):
             assert chunked[k] == pytest.approx(full[k], rel=1e-12), (k, kwargs)
 
     # An out-of-memory error in the per-image stage: the chunk shrinks and the pass runs again.
-    real = pergrad.GramAccumulator._conv_block_grads
+    real = ntk_gram.GramAccumulator._conv_block_grads
     failures = []
 
     def flaky(self, module, a, b, *blocks):
@@ -371,7 +371,7 @@ def test_chunked_equals_unchunked_and_oom_retry(monkeypatch):
             raise torch.OutOfMemoryError("simulated")
         return real(self, module, a, b, *blocks)
 
-    monkeypatch.setattr(pergrad.GramAccumulator, "_conv_block_grads", flaky)
+    monkeypatch.setattr(ntk_gram.GramAccumulator, "_conv_block_grads", flaky)
     retried = compute_metrics(model, x, y, names, oom_retry=True)
     assert failures == [None, 4]  # 9 -> 4 -> 2 images per chunk
     for k in names:
@@ -542,7 +542,7 @@ def test_integer_inputs_reach_layers_without_an_input_gradient():
 
 def test_second_order_functions_match_autograd():
     """The hand-written double backward of convolution and BatchNorm (used for GraSP's HVP)."""
-    from hnas.metrics.fastgrad2 import EngineKernels, SecondOrderState, _BatchNormTrain, _Conv2d
+    from hnas.metrics.kernels import EngineKernels, SecondOrderState, _BatchNormTrain, _Conv2d
 
     state = SecondOrderState()
     g = torch.Generator().manual_seed(0)
@@ -592,7 +592,7 @@ def test_second_order_functions_match_autograd():
 )
 def test_average_pooling_as_a_convolution(kernel, stride, padding, count_include_pad):
     """The engine's CPU average pooling equals F.avg_pool2d, values and gradients, on odd sizes."""
-    from hnas.metrics.fastgrad2 import EngineKernels
+    from hnas.metrics.kernels import EngineKernels
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(3, 4, 7, 9, generator=g, dtype=torch.float64, requires_grad=True)

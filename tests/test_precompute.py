@@ -8,8 +8,10 @@ import time
 
 import pandas as pd
 import pytest
+import torch
 
 from conftest import REPO, compose
+from hnas import metric_source
 from hnas.config import validate
 from hnas.errors import HnasError
 from hnas.metric_table import MetricTable, TableSettings
@@ -48,7 +50,7 @@ def test_precompute_writes_table_with_sidecar(tmp_path, results_dir):
     assert meta["settings"]["batch_size"] == 8 and meta["settings"]["dataset"] == "fake"
     assert meta["versions"]["torch"] and meta["torch_threads"] >= 1 and meta["device"] == "cpu"
     # The probe record is the hash of the images and labels the networks saw, recomputed here by hand.
-    images, labels = precompute.probe_batch_for(TableSettings.from_config(cfg))
+    images, labels = metric_source.probe_batch_for(TableSettings.from_config(cfg))
     digest = hashlib.sha256(images.numpy().astype("<f4").tobytes() + labels.numpy().astype("<i8").tobytes())
     assert meta["probe"]["sha256"] == digest.hexdigest()
     assert meta["probe"]["split"] == "train" and "FakeData" in meta["probe"]["source"]
@@ -186,7 +188,8 @@ def test_metric_lookup_reads_the_table_and_computes_missing(tmp_path, results_di
     cfg = run_stage(tmp_path, "stage.limit=2")
     known = nb201.sample(2, seed=0)
     fresh = nb201.sample(3, seed=99)[0]
-    lookup = precompute.MetricLookup(compose(*COMMON), ["snip", "grad_norm"])
+    lookup = metric_source.MetricSource(TableSettings.from_config(compose(*COMMON)), torch.device("cpu"),
+                                        ["snip", "grad_norm"])
     values = lookup([*known, fresh])
     table = table_of(cfg, results_dir).set_index("arch")
     for arch in known:

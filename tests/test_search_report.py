@@ -10,8 +10,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from hnas.callbacks import SweepSummary
-from hnas.reports.search_report import (best_so_far_curve, budget_figure, load_results, paper_table, run_report,
-                                        summarize_sweep)
+from hnas.reports.search_report import (best_so_far_curve, budget_figure, draw_budget_figure, load_results,
+                                        paper_table, run_report, summarize_sweep)
 from hnas.search import run_search
 from hnas.search.testing import constructed_problem
 from hnas.stages.search import QUERY_COLUMNS, write_outputs
@@ -172,7 +172,8 @@ def test_paper_table_with_optimum(sweep, tmp_path):
     frame = paper_table([root], tmp_path, table=table)
     assert (tmp_path / "paper_table.csv").is_file()
     text = (tmp_path / "paper_table.md").read_text()
-    assert "hnas (fake)" in text and "random, search.queries=3" in text and "optimum" in text
+    assert "| HNAS (fake) |" in text and "| Random (queries=3) |" in text and "| Random |" in text
+    assert "optimum" in text
     optimum = frame[frame.method == "optimum"].iloc[0]
     assert optimum["cifar10_test_acc_200ep_mean"] == 95.0  # val peaks at 100, cifar10 test = val - 5
     assert optimum["imagenet16_test_acc_200ep_mean"] == 50.0
@@ -210,3 +211,90 @@ def test_run_report_from_sweep_and_single_run_folders(sweep, tmp_path):
     for name in ("summary.csv", "summary.md", "paper_table.csv", "paper_table.md", "budget_figure.png"):
         assert (tmp_path / name).is_file()
     assert len(load_results([single])) == 1
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Method labels and the figure's axes, on search runs over the real NB201 table
+
+
+NB201_SETTINGS = {  # overrides without the seed: the label the paper table and the figure must show
+    ("search=random", "search.queries=null", "search.budget_s=18000"): "Random",
+    ("search=reinforce", "search.queries=null", "search.budget_s=18000"): "REINFORCE",
+    ("search=rea",): "REA",
+    ("search=rea", "search.budget_s=18000"): "REA (budget 18000 s)",
+    ("search=rea", "search.queries=null", "search.budget_s=18000"): "REA (no query limit, budget 18000 s)",
+    # Few HNAS queries keep the BO steps cheap; the lone grad_norm setting needs no override in its label.
+    ("search=hnas", "metric=snip", "search.queries=6"): "HNAS (snip, queries=6)",
+    ("search=hnas", "metric=snip", "search.queries=3"): "HNAS (snip, queries=3)",
+    ("search=hnas", "metric=grad_norm", "search.queries=6"): "HNAS (grad_norm)",
+    ("search=training_free", "metric=snip"): "Training-free (snip)",
+}
+
+
+@pytest.fixture(scope="module")
+def nb201_runs(tmp_path_factory):
+    """Run folders of hnas.stages.search.run on the NB201 table, one per setting (averaging over seeds is the
+    sweep fixture's part), with the overrides a Hydra run records; metric values: a noisy function of the
+    12-epoch validation accuracy."""
+    from conftest import compose
+
+    from hnas.benchmarks.nb201 import load_table
+    from hnas.search.testing import MetricDict
+    from hnas.stages import search as stage
+
+    table = load_table()
+    acc = table.column("cifar10-valid", "valid", 12)
+    snip = 1000.0 + 40.0 * acc + np.random.RandomState(0).normal(0.0, 200.0, len(acc))
+    values = {a: {"snip": snip[i], "grad_norm": -snip[i], "condnum": 100.0} for i, a in enumerate(table.archs)}
+    root = tmp_path_factory.mktemp("nb201-runs")
+    with pytest.MonkeyPatch.context() as patch:
+        for job, overrides in enumerate(NB201_SETTINGS):
+            command = [*overrides, "seed=0"]
+            patch.setattr(stage, "_overrides", lambda command=command: command)
+            stage.run(compose("stage=search", *command), root / str(job), table=table,
+                      metrics_of=MetricDict(values), tensorboard=False)
+    return root, table
+
+
+def test_paper_table_and_figure_name_methods_as_a_paper_does(nb201_runs, tmp_path):
+    root, table = nb201_runs
+    frame = paper_table([root], tmp_path, table=table)
+    methods = frame[frame.method != "optimum"]
+    assert sorted(methods.method) == sorted(NB201_SETTINGS.values())
+    # The CSV keeps the settings apart: each label sits on the row of the overrides it was given for.
+    for overrides, label in NB201_SETTINGS.items():
+        given = dict(o.split("=") for o in overrides)
+        row = methods[methods.method == label].iloc[0]
+        assert row["algorithm"] == given["search"]
+        assert row["metric"] == given.get("metric", "-")
+        assert row["search.queries"] == given.get("search.queries", "")
+        assert row["search.budget_s"] == given.get("search.budget_s", "")
+    markdown = (tmp_path / "paper_table.md").read_text()
+    assert all(f"| {label} |" in markdown for label in NB201_SETTINGS.values())
+    assert "search=" not in markdown and "search." not in markdown
+    # The figure's lines and legend carry the same labels.
+    fig = draw_budget_figure([root], table)
+    for ax in fig.axes:
+        lines = [line.get_label() for line in ax.get_lines() if not line.get_label().startswith("_")]
+        assert sorted(lines) == sorted([*NB201_SETTINGS.values(), "benchmark optimum"])
+    (legend,) = fig.legends
+    assert sorted(t.get_text() for t in legend.get_texts()) == sorted([*NB201_SETTINGS.values(),
+                                                                        "benchmark optimum"])
+
+
+@pytest.mark.parametrize("budget_max", [1000.0, 18000.0, 20000.0, 200000.0])
+def test_budget_figure_tick_labels_stay_apart(nb201_runs, budget_max):
+    root, table = nb201_runs
+    fig = draw_budget_figure([root], table, budget_max=budget_max)
+    fig.draw_without_rendering()
+    for ax in fig.axes:
+        shown = [(x, label) for x, label in zip(ax.get_xticks(), ax.get_xticklabels())
+                 if 0 <= x <= budget_max and label.get_text()]
+        assert len(shown) >= 3  # still a readable scale
+        boxes = [label.get_window_extent() for _, label in shown]
+        # Matplotlib's own ticks are 1 px apart at 18,000 s and overlap at 200,000 s.
+        assert min(right.x0 - left.x1 for left, right in zip(boxes, boxes[1:])) > 10
+        for x, label in shown:  # each label reads as its budget in seconds
+            text = label.get_text()
+            assert float(text[:-1]) * 1000 == x if text.endswith("k") else float(text) == x
+        assert "(s" in ax.get_xlabel() and "(%)" in ax.get_ylabel()

@@ -10,11 +10,10 @@ import pytest
 import torch
 
 from conftest import compose, needs_data
-from hnas import data, paths
+from hnas import data, metric_source, paths
 from hnas.benchmarks.nb201 import load_table, read_table
 from hnas.errors import HnasError
 from hnas.metric_table import MetricTable, TableSettings
-from hnas.stages import precompute
 
 SHIPPED = paths.embedded_dir() / "metric-tables"
 REFERENCE_TABLE = "nb201-reference-cifar10-test-b64-seed0"
@@ -91,13 +90,13 @@ def test_shipped_rows_are_what_the_engine_computes(data_dir):
     """A seeded sample of 20 shipped rows, recomputed now on the probe images of the data folder."""
     settings = reference_settings()
     table = MetricTable(SHIPPED / REFERENCE_TABLE, settings)
-    batch = precompute.probe_batch_for(settings)
+    batch = metric_source.probe_batch_for(settings)
     assert data.fingerprint(*batch) == table.probe["sha256"], "the probe images differ from the shipped table's"
     archs = random.Random(0).sample(sorted(table.rows), 20)
     torch.set_num_threads(2)
     for arch in archs:
         shipped = table.rows[arch]["metrics"]
-        values, _ = precompute.compute_arch(arch, settings, list(shipped), batch, torch.device("cpu"))
+        values, _ = metric_source.compute_arch(arch, settings, list(shipped), batch, torch.device("cpu"))
         for name, value in shipped.items():
             np.testing.assert_allclose(values[name], value, rtol=RTOL[name], err_msg=f"{name} of {arch}")
 

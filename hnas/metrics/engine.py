@@ -44,7 +44,6 @@ class Metric:
     name: str
     fn: object
     needs: tuple
-    doc: str = ""
 
 
 @dataclass(frozen=True)
@@ -63,7 +62,7 @@ def register_metric(name, needs=()):
             raise ValueError(f"metric '{name}' needs unknown quantity '{q}'; known: {', '.join(QUANTITIES)}")
 
     def add(fn):
-        METRICS.register(name)(Metric(name, fn, needs, (fn.__doc__ or "").strip()))
+        METRICS.register(name)(Metric(name, fn, needs))
         return fn
 
     return add

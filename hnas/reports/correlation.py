@@ -2,13 +2,9 @@
 
 import math
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from scipy import stats  # noqa: E402
+import numpy as np
+import pandas as pd
+from scipy import stats
 
 # (label, dataset, split, epochs): every target is named by dataset, split and epochs.
 TARGETS = (
@@ -57,9 +53,21 @@ def markdown_table(corr, statistic):
     return "\n".join(lines)
 
 
-def scatter_plots(frame, metrics, path):
-    fig, axes = plt.subplots(len(metrics), len(PLOTTED), figsize=(4 * len(PLOTTED), 3 * len(metrics)),
-                             squeeze=False)
+def panel_text(corr, metric, target):
+    """'Spearman ρ = 0.812, Kendall τ = 0.634': the correlation of one scatter panel, read from the report's
+    correlation frame so the figure shows the numbers of correlation.csv."""
+    row = corr[(corr["metric"] == metric) & (corr["target"] == target)].iloc[0]
+    values = [f"{v:.3f}" if math.isfinite(v) else "undefined" for v in (row["spearman"], row["kendall"])]
+    return f"Spearman ρ = {values[0]}, Kendall τ = {values[1]}"
+
+
+def scatter_figure(frame, corr, metrics):
+    """One row of panels per metric, one panel per plotted target: accuracy against metric value, titled with
+    that pair's correlation (panel_text)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4 * len(PLOTTED), 3 * len(metrics)), layout="tight")
+    axes = fig.subplots(len(metrics), len(PLOTTED), squeeze=False)
     for r, metric in enumerate(metrics):
         x = frame[metric].to_numpy(dtype=float)
         magnitudes = np.abs(x[np.isfinite(x) & (x != 0)])
@@ -71,11 +79,10 @@ def scatter_plots(frame, metrics, path):
             ax.scatter(x, frame[label], s=3, alpha=0.4)
             if wide:
                 ax.set_xscale("symlog", linthresh=float(np.percentile(magnitudes, 5)))
+            ax.set_title(panel_text(corr, metric, label), fontsize=9)
             ax.set_xlabel(metric)
             ax.set_ylabel(f"{label} acc (%)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    return fig
 
 
 def correlation_report(frame, benchmark, metrics, out_dir):
@@ -86,5 +93,5 @@ def correlation_report(frame, benchmark, metrics, out_dir):
     text = (f"# Rank correlation of metrics with NB201 accuracies ({len(frame)} architectures)\n\n"
             + markdown_table(corr, "spearman") + "\n\n" + markdown_table(corr, "kendall") + "\n")
     (out_dir / "correlation.md").write_text(text)
-    scatter_plots(frame, metrics, out_dir / "scatter.png")
+    scatter_figure(frame, corr, metrics).savefig(out_dir / "scatter.png", dpi=80)
     return corr

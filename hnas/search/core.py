@@ -23,7 +23,7 @@ SEARCHES = Registry("search algorithm")
 @dataclass
 class Problem:
     """`metrics_of(archs) -> {arch: {metric name: value}}` is only needed by algorithms that read metrics;
-    when it has a `metric_seconds` attribute (MetricLookup), that becomes the result's metric time."""
+    when it has a `metric_seconds` attribute (MetricSource), that becomes the result's metric time."""
 
     space: object
     oracle: object

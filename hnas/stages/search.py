@@ -35,7 +35,7 @@ def run(cfg, out_dir, table=None, metrics_of=None, tensorboard=True):
     """Run one search; return result.json's content (without the config).
 
     `table` (a benchmark table) and `metrics_of` (a metric source) default to the NB201 table of the data
-    folder and a MetricLookup on the run's metric table; tests pass constructed ones.
+    folder and a MetricSource on the run's metric table; tests pass constructed ones.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -52,9 +52,11 @@ def run(cfg, out_dir, table=None, metrics_of=None, tensorboard=True):
     metric = cfg.metric.name
     names = SEARCHES.get(scfg.name)(scfg).metric_names(metric)
     if names and metrics_of is None:
-        from hnas.stages.precompute import MetricLookup
+        from hnas.app import resolve_device
+        from hnas.metric_source import MetricSource
+        from hnas.metric_table import TableSettings
 
-        metrics_of = MetricLookup(cfg, names)
+        metrics_of = MetricSource(TableSettings.from_config(cfg), resolve_device(cfg.device), names)
     problem = Problem(space=nb201_space(candidate_archs(cfg, scfg, table, names)), oracle=oracle,
                       seed=int(cfg.seed), metric=metric, metrics_of=metrics_of)
 

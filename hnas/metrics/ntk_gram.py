@@ -32,7 +32,6 @@ class GramAccumulator:
     """Adds the per-image gradient Gram matrices of layer calls to `theta` (float64, N x N)."""
 
     def __init__(self, n, device, chunk_bytes, max_chunk):
-        self.n = n
         self.theta = torch.zeros(n, n, dtype=torch.float64, device=device)
         self.chunk_bytes = chunk_bytes
         self.max_chunk = max_chunk

@@ -1,0 +1,70 @@
+"""The correlation report's scatter figure, on the metric table hnas ships and the NB201 table."""
+
+import re
+
+import matplotlib.image
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from conftest import compose
+from hnas import paths
+from hnas.benchmarks.nb201 import load_table
+from hnas.metric_table import MetricTable, TableSettings
+from hnas.reports.correlation import PLOTTED, attach_accuracies, correlation_report, scatter_figure
+
+# snip and grad_norm rank well, synflow spans 40 decades (symlog axis), params is the same for every network
+# of the reference layout (no correlation defined).
+METRICS = ["snip", "grad_norm", "synflow", "params"]
+TITLE = re.compile(r"Spearman ρ = (\S+), Kendall τ = (\S+)")
+
+
+def shipped_metrics():
+    """The frame of the shipped reference-layout metric table: real metric values of a few hundred archs.
+
+    The test's results folder is empty (conftest), so the only table of these settings is the shipped one."""
+    settings = TableSettings.from_config(compose("experiment=hnas_nb201"))
+    table = MetricTable.existing(paths.results_dir(), settings)
+    assert [layer.parent for layer in table.layers] == [paths.embedded_dir() / "metric-tables"]
+    return table.frame()
+
+
+def _shown(title):
+    """The (rho, tau) a panel title shows, as floats (NaN for 'undefined')."""
+    match = TITLE.fullmatch(title)
+    assert match, title
+    return tuple(np.nan if v == "undefined" else float(v) for v in match.groups())
+
+
+def test_scatter_panels_show_the_correlations_of_the_report(tmp_path):
+    bench = load_table()
+    shipped = shipped_metrics()
+    corr = correlation_report(shipped, bench, METRICS, tmp_path)
+
+    # The figure is written, one row of panels per metric.
+    pixels = matplotlib.image.imread(tmp_path / "scatter.png")
+    assert pixels.shape[:2] == (3 * len(METRICS) * 80, 4 * len(PLOTTED) * 80)  # figsize x dpi 80
+    assert pixels[..., :3].std() > 0.05
+
+    written = pd.read_csv(tmp_path / "correlation.csv").set_index(["metric", "target"])
+    frame = attach_accuracies(shipped, bench)
+    fig = scatter_figure(frame, corr, METRICS)
+    axes = np.array(fig.axes).reshape(len(METRICS), len(PLOTTED))
+    for r, metric in enumerate(METRICS):
+        for c, (target, dataset, split, epochs) in enumerate(PLOTTED):
+            rho, tau = _shown(axes[r][c].get_title())
+            # The numbers shown are correlation.csv's ...
+            row = written.loc[(metric, target)]
+            assert rho == pytest.approx(row["spearman"], abs=5e-4, nan_ok=True)
+            assert tau == pytest.approx(row["kendall"], abs=5e-4, nan_ok=True)
+            # ... and those of the panel's own points, the metric against the benchmark's accuracy.
+            x = shipped[metric].to_numpy(dtype=float)
+            y = bench.column(dataset, split, epochs)[shipped["index"].astype(int).to_numpy()]
+            if metric == "params":
+                assert np.isnan(rho) and np.isnan(tau) and np.unique(x).size == 1
+            else:
+                assert rho == pytest.approx(stats.spearmanr(x, y).statistic, abs=5e-4)
+                assert tau == pytest.approx(stats.kendalltau(x, y).statistic, abs=5e-4)
+    # Real metrics rank differently: the panels do not all show one number.
+    assert len({axes[r][0].get_title() for r in range(3)}) == 3
