@@ -17,7 +17,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from hnas.errors import HnasError
+from hnas.errors import HnasError, require
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
@@ -53,12 +53,6 @@ class DatasetConfig:
 @dataclass
 class MetricConfig:
     name: str = MISSING
-
-
-def require(ok, key, value, need):
-    """Raise the HnasError of a bad setting: `key=value` and what it needs to be."""
-    if not ok:
-        raise HnasError(f"{key}={value!r} is invalid: {need}")
 
 
 @dataclass
@@ -193,7 +187,7 @@ def validate(cfg):
     """Check every setting of a composed config before any work starts; raise HnasError naming the first
     bad one. Keys added with `+key=value` that no schema knows are refused too (Hydra accepts them)."""
     from hnas import data
-    from hnas.spaces import get_space
+    from hnas.spaces import create_space, space_options
 
     _refuse_unknown_keys(cfg, "")
     try:
@@ -203,7 +197,7 @@ def validate(cfg):
     expected = data.num_classes(cfg.dataset.name)
     require(cfg.dataset.num_classes == expected, "dataset.num_classes", cfg.dataset.num_classes,
             f"{cfg.dataset.name} has {expected} classes")
-    space = get_space(cfg.space.name)
+    space = create_space(cfg.space.name, **space_options(cfg.space))
     if cfg.stage.name == "precompute" and cfg.stage.archs:
         for arch in cfg.stage.archs:
             space.validate(arch)

@@ -6,3 +6,9 @@ class HnasError(Exception):
 
     `run.py` prints it without a traceback; library callers can catch it.
     """
+
+
+def require(ok, key, value, need):
+    """Raise the HnasError of a bad setting: `key=value` and what it needs to be."""
+    if not ok:
+        raise HnasError(f"{key}={value!r} is invalid: {need}")

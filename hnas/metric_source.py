@@ -18,9 +18,9 @@ import torch
 
 from hnas import data, paths
 from hnas.errors import HnasError
-from hnas.metric_table import MetricTable, official_index
+from hnas.metric_table import MetricTable
 from hnas.metrics import compute_metrics
-from hnas.spaces import get_space
+from hnas.oracles import official_index
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def probe_batch_for(settings, arch=None):
     """The shared probe batch, or with `per_arch` a batch seeded by the architecture."""
     seed = settings.seed
     if settings.per_arch and arch is not None:
-        seed = get_space(settings.space).arch_seed(settings.seed, arch)
+        seed = settings.create_space().arch_seed(settings.seed, arch)
     return data.probe_batch(settings.dataset, settings.batch_size, seed, per_class=settings.per_class,
                             split=settings.split)
 
@@ -49,8 +49,7 @@ def probe_record(settings, batch):
 def compute_arch(arch, settings, metrics, batch, device):
     """Metric values of one architecture and the seconds they took (building the network included)."""
     start = time.perf_counter()
-    space = get_space(settings.space)
-    net = space.build_seeded(arch, settings.seed, num_classes=settings.num_classes, layout=settings.layout)
+    net = settings.create_space().build_seeded(arch, settings.seed, num_classes=settings.num_classes)
     net = net.to(device)
     if settings.per_arch:
         batch = probe_batch_for(settings, arch)
@@ -107,7 +106,6 @@ class MetricSource:
     def __init__(self, settings, device, names=(), workers=1):
         self.settings, self.device, self.workers = settings, device, int(workers)
         self.names = list(dict.fromkeys(names))
-        self.space = get_space(settings.space)
         self.table = MetricTable.existing(paths.results_dir(), settings)
         self.metric_seconds = 0.0
         self.computed = 0
@@ -139,7 +137,8 @@ class MetricSource:
                 for arch, values, seconds, error in _results(todo, self.settings, self._batch, self.device,
                                                              self.workers):
                     if error is None:
-                        writer.write(arch, official_index(self.space, arch), values, seconds, self.device)
+                        writer.write(arch, official_index(self.settings.space, arch), values, seconds,
+                                     self.device)
                         self.computed += 1
                     yield arch, values, seconds, error
         finally:

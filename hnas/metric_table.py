@@ -30,6 +30,7 @@ import pandas as pd
 from hnas import data, paths
 from hnas.errors import HnasError
 from hnas.io import atomic_write_text
+from hnas.oracles import official_index
 
 FORMAT = "hnas-metric-table"
 VERSION = 2  # 2: meta.json holds the probe record
@@ -61,6 +62,12 @@ class TableSettings:
             seed=int(probe.seed),
             per_arch=bool(probe.per_arch),
         )
+
+    def create_space(self):
+        """The space (with its options) whose networks the table's values are computed on."""
+        from hnas.spaces import create_space
+
+        return create_space(self.space, layout=self.layout)
 
     @property
     def name(self):
@@ -206,9 +213,7 @@ class MetricTable:
     # ---- rows ----------------------------------------------------------------------------------------
     def _read_rows(self):
         """Merge the logs of every layer into {arch: {"index", "metrics", "seconds"}}, checking every row."""
-        from hnas.spaces import get_space
-
-        space = get_space(self.settings.space)
+        space = self.settings.create_space()
         merged = {}
         for layer in self.layers:
             for path in sorted(layer.glob("rows*.jsonl")) + sorted(layer.glob("rows*.jsonl.gz")):
@@ -283,7 +288,7 @@ def _parse_row(row, space):
     """(arch, index, metrics, seconds) of one log row; raises on anything malformed."""
     arch = space.validate(row["arch"])
     index = row.get("index")
-    expected = official_index(space, arch)
+    expected = official_index(space.name, arch)
     if index is not None and (isinstance(index, bool) or not isinstance(index, int)):
         raise ValueError(f"index {index!r} is not a whole number")
     if expected is not None and index != expected:
@@ -300,14 +305,6 @@ def _number(value, name):
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} is {value!r}, not a number")
     return float(value)
-
-
-def official_index(space, arch):
-    """The benchmark's index of `arch`, or None where no benchmark table is available."""
-    try:
-        return space.to_index(arch)
-    except HnasError:
-        return None
 
 
 def ship(folder, shipped_root=None):

@@ -12,6 +12,7 @@ import torch
 
 from conftest import REPO, compose
 from hnas import metric_source
+from hnas.benchmarks.nb201 import load_table
 from hnas.config import validate
 from hnas.errors import HnasError
 from hnas.metric_table import MetricTable, TableSettings
@@ -45,7 +46,8 @@ def test_precompute_writes_table_with_sidecar(tmp_path, results_dir):
     assert list(frame.columns) == ["index", "arch", *sorted(METRIC_COLUMNS), "seconds"]
     assert sorted(frame["arch"]) == sorted(nb201.sample(4, seed=0))
     assert (frame["seconds"] > 0).all()
-    assert all(frame["index"][i] == nb201.to_index(a) for i, a in enumerate(frame["arch"]))
+    bench = load_table()
+    assert all(frame["index"][i] == bench.index_of(a) for i, a in enumerate(frame["arch"]))
     meta = json.loads((folder / "meta.json").read_text())
     assert meta["settings"]["batch_size"] == 8 and meta["settings"]["dataset"] == "fake"
     assert meta["versions"]["torch"] and meta["torch_threads"] >= 1 and meta["device"] == "cpu"

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from hnas.search import CellSpace, nb201_space, run_search
+from hnas.search import Universe, run_search
 from hnas.search.baselines import _draw_from_universe
 from hnas.search.testing import MetricDict, constructed_problem, toy_space
 from hnas.spaces import nb201
@@ -106,7 +106,8 @@ def test_training_free_abs_and_non_finite_metrics():
 
 def test_mutation_changes_exactly_one_edge():
     rng = np.random.RandomState(0)
-    space = nb201_space()
+    nb201_space = nb201.NB201Space()
+    space = Universe(nb201_space, nb201_space.all_archs())
     arch = nb201.EXAMPLE
     edges = []
     for _ in range(300):
@@ -145,8 +146,7 @@ def test_whole_space_runs_are_the_ones_recorded_before_universes_were_honoured()
 
 
 def _toy_universe(archs):
-    full = toy_space()
-    return CellSpace("toy", archs, full.edges, full.ops, full.encode, full.decode)
+    return Universe(toy_space().space, archs)
 
 
 def test_mutation_in_a_universe_follows_nb201_probabilities_conditioned_on_the_universe():
@@ -179,7 +179,7 @@ def test_restricted_policy_draws_with_the_restricted_probabilities():
     unrestricted = np.array([np.prod([p[e, "abcd".index(op)] for e, op in enumerate(a.split("|"))])
                              for a in space.archs])
     expected = unrestricted / unrestricted.sum()
-    universe = torch.from_numpy(space.op_indices)
+    universe = torch.from_numpy(space.choice_indices)
     generator = torch.Generator().manual_seed(0)
     draws = [_draw_from_universe(logits, space, universe, generator) for _ in range(4000)]
     frequency = np.array([sum(arch == a for arch, _ in draws) for a in space.archs]) / len(draws)

@@ -7,7 +7,10 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from hnas.search import BenchmarkOracle, Problem, nb201_space, run_search
+from conftest import compose
+from hnas.oracles import BenchmarkOracle
+from hnas.search import Problem, Universe, run_search
+from hnas.spaces import create_space
 from hnas.search.testing import MetricDict
 from hnas.stages import search as stage
 
@@ -31,8 +34,8 @@ def noisy_metric(table):
 
 
 def problem(table, metric, seed):
-    return Problem(space=nb201_space(table.archs), oracle=BenchmarkOracle(table), seed=seed, metric="fake",
-                   metrics_of=MetricDict(metric, seconds_per_arch=0.1))
+    return Problem(space=Universe(create_space("nb201"), table.archs), oracle=BenchmarkOracle(table), seed=seed,
+                   metric="fake", metrics_of=MetricDict(metric, seconds_per_arch=0.1))
 
 
 def test_hnas_finds_good_architectures(table, noisy_metric):
@@ -52,7 +55,7 @@ def test_hnas_finds_good_architectures(table, noisy_metric):
 
 def test_pools_are_the_reference_pools(table):
     # The reference draws np.random.choice(15625, 2000) after np.random.seed(seed), over official indices.
-    space = nb201_space(table.archs)
+    space = Universe(create_space("nb201"), table.archs)
     reference = np.random.RandomState(7)
     ours = np.random.RandomState(7)
     for _ in range(3):
@@ -103,27 +106,22 @@ def test_stage_runs_baselines_without_a_metric_source(tmp_path):
     assert rea["search_cost_s"] <= 12000.0 and rea["n_queries"] > 80  # NB201's REA budget
 
 
-def test_stage_rejects_spaces_without_an_oracle(tmp_path):
+def test_stage_needs_a_known_space_with_an_oracle(tmp_path):
     from hnas.errors import HnasError
+    from hnas.oracles import default_oracle
 
     cfg = _cfg({"name": "random"})
     cfg.space.name = "darts"
-    with pytest.raises(HnasError, match="only space=nb201"):
+    with pytest.raises(HnasError, match="unknown search space 'darts'"):
         stage.run(cfg, tmp_path)
-
-
-def _compose_or_skip(*overrides):
-    from conftest import compose
-
-    try:
-        return compose(*overrides)
-    except ImportError as error:  # the config registry needs the metric package
-        pytest.skip(f"config registry not importable yet: {error}")
+    assert default_oracle("nb201") == "nb201-table"
+    with pytest.raises(HnasError, match="no oracle answers queries on space 'toy'.*nb201-table \\(nb201\\)"):
+        default_oracle("toy")
 
 
 @pytest.mark.parametrize("name", ["hnas", "random", "rea", "reinforce", "training_free"])
 def test_stage_runs_every_option_of_the_composed_config(name, table, noisy_metric, tmp_path):
-    cfg = _compose_or_skip(f"search={name}", "metric=snip", "seed=3", "search.queries=6", "search.budget_s=null")
+    cfg = compose(f"search={name}", "metric=snip", "seed=3", "search.queries=6", "search.budget_s=null")
     snip = MetricDict({a: {"snip": v["fake"], "condnum": v["condnum"]} for a, v in noisy_metric.items()})
     payload = stage.run(cfg, tmp_path, metrics_of=snip, tensorboard=False)
     assert payload["algorithm"] == name and payload["seed"] == 3
@@ -139,7 +137,7 @@ def test_stage_runs_every_option_of_the_composed_config(name, table, noisy_metri
 
 def test_whole_space_rea_and_reinforce_are_the_runs_recorded_before_universes_were_honoured(table):
     # Recorded with the code before REA / REINFORCE learnt about universes (seed 4, the NB201 table).
-    space = nb201_space(table.archs)
+    space = Universe(create_space("nb201"), table.archs)
     assert space.is_whole
     expected = {
         "rea": [1146, 8366, 10679, 709, 6017, 14696, 11863, 456, 6962, 12681, 8073, 6748, 2788, 2338, 541, 11046,
@@ -157,7 +155,7 @@ def test_whole_space_rea_and_reinforce_are_the_runs_recorded_before_universes_we
 @pytest.mark.parametrize("size", [5, 50])
 def test_rea_and_reinforce_stay_in_a_universe_of_nb201(table, name, size):
     members = [table.archs[i] for i in np.random.RandomState(size).choice(len(table.archs), size, replace=False)]
-    space = nb201_space(members)
+    space = Universe(create_space("nb201"), members)
     assert not space.is_whole
     for seed in range(2):
         result = run_search({"name": name, "queries": 25, "budget_s": None},
@@ -171,12 +169,12 @@ def test_stage_searches_only_the_architectures_of_a_small_metric_table(tmp_path)
     from hnas.stages import precompute
 
     common = ("dataset=fake", "probe.batch_size=8", "metric=params")
-    precompute.run(_compose_or_skip("stage=precompute", "stage.metrics=[params]", "stage.limit=5", *common),
+    precompute.run(compose("stage=precompute", "stage.metrics=[params]", "stage.limit=5", *common),
                    tmp_path / "precompute")
     members = set(nb201.sample(5, seed=0))
     for name in ("rea", "reinforce"):
         out = tmp_path / name
-        payload = stage.run(_compose_or_skip("stage=search", f"search={name}", "search.universe=metric_table",
+        payload = stage.run(compose("stage=search", f"search={name}", "search.universe=metric_table",
                                              "search.queries=20", *common), out, tensorboard=False)
         assert payload["n_queries"] == 20 and payload["arch"] in members
         assert set(pd.read_csv(out / "queries.csv")["arch"]) <= members

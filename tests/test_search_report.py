@@ -10,6 +10,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from hnas.callbacks import SweepSummary
+from hnas.oracles import BenchmarkOracle
 from hnas.reports.search_report import (best_so_far_curve, budget_figure, draw_budget_figure, load_results,
                                         paper_table, run_report, summarize_sweep)
 from hnas.search import run_search
@@ -251,7 +252,7 @@ def nb201_runs(tmp_path_factory):
         for job, overrides in enumerate(NB201_SETTINGS):
             command = [*overrides, "seed=0"]
             patch.setattr(stage, "_overrides", lambda command=command: command)
-            stage.run(compose("stage=search", *command), root / str(job), table=table,
+            stage.run(compose("stage=search", *command), root / str(job), oracle=BenchmarkOracle(table),
                       metrics_of=MetricDict(values), tensorboard=False)
     return root, table
 

@@ -6,7 +6,7 @@ import torch
 from conftest import benchmark_text, needs_data
 
 from hnas.errors import HnasError
-from hnas.spaces import get_space, list_spaces, nb201
+from hnas.spaces import create_space, list_spaces, nb201
 
 A = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
 D = "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"
@@ -53,13 +53,13 @@ def test_sampling_is_seeded_and_uniform_without_replacement():
 
 
 def test_official_index_round_trip():
+    from hnas.oracles import official_index
+
     rows = benchmark_text().splitlines()[1:]
     for line in random.Random(0).sample(rows, 20):
         index, arch = line.split(",")[:2]
-        assert nb201.to_index(arch) == int(index)
-        assert nb201.from_index(int(index)) == arch
-    with pytest.raises(HnasError):
-        nb201.from_index(15625)
+        assert official_index("nb201", arch) == int(index)
+    assert official_index("toy", "a|b") is None  # no oracle for that space
 
 
 def test_reference_layout_parameters_match_the_reference_network():
@@ -128,9 +128,20 @@ def test_without_batchnorm_keeps_reference_reduction_batchnorms():
 
 
 def test_space_registry():
-    assert "nb201" in list_spaces() and get_space("nb201") is nb201
+    assert "nb201" in list_spaces()
+    space = create_space("nb201", layout="reference")
+    assert isinstance(space, nb201.NB201Space) and space.layout == "reference"
+    assert space.size == 15_625 and space.all_archs() == nb201.all_archs()
+    assert space.sample_distinct(30, 4) == nb201.sample(30, 4)
+    torch.manual_seed(0)
+    expected = nb201.build(A, num_classes=10, layout="reference")
+    torch.manual_seed(0)
+    built = space.build(A, num_classes=10)
+    assert all(torch.equal(p, q) for p, q in zip(built.parameters(), expected.parameters()))
     with pytest.raises(HnasError, match="unknown search space 'nb999'"):
-        get_space("nb999")
+        create_space("nb999")
+    with pytest.raises(HnasError, match="unknown NB201 layout"):
+        create_space("nb201", layout="fancy")
 
 
 def test_unknown_layout_is_rejected():

@@ -16,7 +16,7 @@ import pandas as pd
 
 from hnas.io import atomic_write_text
 from hnas.search.config import is_int, is_number
-from hnas.search.oracle import TEST_DATASETS, test_column
+from hnas.oracles import TEST_DATASETS, test_column
 
 log = logging.getLogger(__name__)
 

@@ -41,7 +41,7 @@ class RegularizedEvolution:
     `sample_size` members with replacement, mutate the best of them by validation accuracy (one edge gets a
     different op), query the child, append it and drop the oldest member. Repeated architectures are queried
     and charged again, as in NB201's REA. Within a universe smaller than the space, the population and the
-    children stay in it (CellSpace.mutate says how the child is drawn then).
+    children stay in it (hnas.search.space.Universe.mutate says how the child is drawn then).
     """
 
     def __init__(self, cfg):
@@ -102,13 +102,17 @@ class Reinforce:
 
     def search(self, problem, qlog):
         space = problem.space
+        widths = {len(options) for options in space.decisions}
+        if len(widths) != 1:
+            raise HnasError("search=reinforce needs a space whose decisions all have the same number of "
+                            f"options; {space.space.name} has decisions of {sorted(widths)} options")
         generator = torch.Generator().manual_seed(int(problem.seed))
         logits = torch.nn.Parameter(
-            self.cfg.init_std * torch.randn(len(space.edges), len(space.ops), generator=generator,
+            self.cfg.init_std * torch.randn(len(space.decisions), widths.pop(), generator=generator,
                                             dtype=torch.float64))
         optimizer = torch.optim.Adam([logits], lr=self.cfg.learning_rate)
         baseline = _EMA(self.cfg.ema_momentum)
-        universe = None if space.is_whole else torch.from_numpy(space.op_indices)
+        universe = None if space.is_whole else torch.from_numpy(space.choice_indices)
         while not qlog.exhausted:
             if universe is None:
                 arch, log_prob = _draw_from_space(logits, space, generator)
@@ -124,18 +128,18 @@ class Reinforce:
 
 
 def _draw_from_space(logits, space, generator):
-    """One op per edge from the per-edge softmax: (arch, its log-probability, differentiable in `logits`)."""
+    """One option per decision from its softmax: (arch, its log-probability, differentiable in `logits`)."""
     with torch.no_grad():
         action = torch.multinomial(torch.softmax(logits, dim=1), 1, generator=generator).squeeze(1)
-    arch = space.decode(tuple(space.ops[i] for i in action.tolist()))
+    arch = space.decode(tuple(options[i] for options, i in zip(space.decisions, action.tolist())))
     return arch, torch.log_softmax(logits, dim=1).gather(1, action[:, None]).sum()
 
 
 def _draw_from_universe(logits, space, universe, generator):
-    """One of the universe's architectures (`universe`: their op indices, one row each) from the policy
+    """One of the universe's architectures (`universe`: their option indices, one row each) from the policy
     restricted to them: (arch, its restricted log-probability, differentiable in `logits`)."""
-    edges = torch.arange(len(space.edges))
-    log_p = torch.log_softmax(logits, dim=1)[edges, universe].sum(dim=1)  # unrestricted, per member
+    decisions = torch.arange(len(space.decisions))
+    log_p = torch.log_softmax(logits, dim=1)[decisions, universe].sum(dim=1)  # unrestricted, per member
     restricted = log_p - torch.logsumexp(log_p, dim=0)
     with torch.no_grad():
         member = int(torch.multinomial(restricted.exp(), 1, generator=generator))

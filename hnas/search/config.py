@@ -21,8 +21,7 @@ import numbers
 from dataclasses import dataclass, field
 from typing import ClassVar, List, Optional
 
-from hnas.config import require
-from hnas.errors import HnasError
+from hnas.errors import HnasError, require
 
 UNIVERSES = ("space", "metric_table")
 ACQUISITIONS = ("ei", "ucb", "poi")

@@ -105,17 +105,24 @@ def run_search(cfg, problem, listeners=()):
         seed=int(problem.seed),
         arch=chosen,
         index=oracle.index(chosen),
-        val_acc=oracle.val_acc(chosen),
+        val_acc=_val_acc(log, chosen),
         test_acc=oracle.test_accs(chosen),
         search_cost_s=log.cost,
         metric_s=metric_s,
         n_queries=len(log.records),
         wall_s=wall,
         stop_reason=log.stop_reason or (f"reached {log.max_queries} queries" if log.exhausted else "finished"),
-        query={"dataset": oracle.dataset, "split": "valid", "epochs": oracle.epochs},
+        query=oracle.describe(),
         search_config=OmegaConf.to_container(OmegaConf.structured(cfg)),
         records=log.records,
     )
+
+
+def _val_acc(log, arch):
+    """The validation accuracy of a chosen architecture: the one its query returned (a training-free pick
+    made without any query asks the oracle, as the result reports it)."""
+    queried = [r["val_acc"] for r in log.records if r["arch"] == arch]
+    return queried[0] if queried else log.oracle.query(arch).val_acc
 
 
 def metric_value(value):

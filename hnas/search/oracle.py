@@ -1,57 +1,11 @@
-"""The oracle every search algorithm queries, and the query log that enforces limits and keeps the record.
+"""The query log: every query of one search, with the limits enforced and the record kept.
 
-One query = the validation accuracy of an architecture after a short training (12 epochs on cifar10-valid
-for NB201) at the cost of that training's time. Test accuracies (200 epochs) are only read to report the
-result and the best-so-far curve; no algorithm sees them.
+The oracles themselves are in hnas.oracles.
 """
 
 import math
 
-import numpy as np
-
-# Datasets whose 200-epoch test accuracy a result reports, and their short column keys.
-TEST_DATASETS = ("cifar10", "cifar100", "ImageNet16-120")
-TEST_KEYS = {"cifar10": "cifar10", "cifar100": "cifar100", "ImageNet16-120": "imagenet16"}
-TEST_EPOCHS = 200
-
-
-def test_column(dataset):
-    """Column name of a 200-epoch test accuracy, e.g. `cifar10_test_acc_200ep`."""
-    return f"{TEST_KEYS[dataset]}_test_acc_{TEST_EPOCHS}ep"
-
-
-class BenchmarkOracle:
-    """Validation accuracy, training cost and test accuracies of architectures, read from a benchmark table.
-
-    `table` follows hnas.benchmarks.nb201.NB201Table: `archs`, `index_of`, `accuracy`, `train_time`.
-    """
-
-    def __init__(self, table, dataset="cifar10-valid", epochs=12):
-        self.table = table
-        self.dataset = dataset
-        self.epochs = int(epochs)
-
-    @property
-    def archs(self):
-        return self.table.archs
-
-    def index(self, arch):
-        return int(self.table.index_of(arch))
-
-    def val_acc(self, arch):
-        return float(self.table.accuracy(arch, self.dataset, "valid", self.epochs))
-
-    def cost(self, arch):
-        return float(self.table.train_time(arch, self.dataset, self.epochs))
-
-    def test_accs(self, arch):
-        return {ds: float(self.table.accuracy(arch, ds, "test", TEST_EPOCHS)) for ds in TEST_DATASETS}
-
-    def optimum(self):
-        """The best 200-epoch test accuracy of the whole table, per dataset."""
-        n = len(self.archs)
-        return {ds: max(float(self.table.accuracy(i, ds, "test", TEST_EPOCHS)) for i in range(n))
-                for ds in TEST_DATASETS}
+from hnas.oracles import TEST_DATASETS, test_column
 
 
 class SearchStopped(Exception):
@@ -62,9 +16,13 @@ class QueryLog:
     """Every query of one search, in order, with the limits (`queries`, `budget_s`) enforced.
 
     Algorithms call `query(arch, **info)`: it raises SearchStopped instead of querying when the limit of
-    queries is reached or the query's cost would push the summed cost past `budget_s`. Every query is charged,
-    also a repeated one (an algorithm that re-proposes an architecture would retrain it). `listeners` are
-    called with each new record (the stage's TensorBoard writer and logger).
+    queries is reached, or when the budget `budget_s` rules the query out. The budget rule: an oracle that
+    knows a query's cost in advance (`cost_in_advance`: a benchmark table) is not asked a query whose cost
+    would push the summed cost past the budget; an oracle that learns the cost only by answering (training)
+    is asked while the summed cost is below the budget, and the query that crosses it counts, since it was
+    paid for. Every query is charged, also a repeated one (an algorithm that re-proposes an architecture
+    would retrain it). `listeners` are called with each new record (the stage's TensorBoard writer and
+    logger).
     """
 
     def __init__(self, oracle, queries=None, budget_s=None, listeners=()):
@@ -100,11 +58,15 @@ class QueryLog:
         """Query `arch`'s validation accuracy (charging its cost); `t`, `c`, `score` are logged with it."""
         if self.max_queries is not None and len(self.records) >= self.max_queries:
             self.stop(f"reached {self.max_queries} queries")
-        cost = self.oracle.cost(arch)
-        if self.budget_s is not None and self.cost + cost > self.budget_s:
-            self.stop(f"the next query ({cost:.1f} s) would exceed the budget of {self.budget_s:.1f} s "
-                      f"(spent {self.cost:.1f} s)")
-        val = self.oracle.val_acc(arch)
+        if self.budget_s is not None:
+            known = getattr(self.oracle, "cost_in_advance", None)
+            if known is not None and self.cost + known(arch) > self.budget_s:
+                self.stop(f"the next query ({known(arch):.1f} s) would exceed the budget of "
+                          f"{self.budget_s:.1f} s (spent {self.cost:.1f} s)")
+            elif known is None and self.cost >= self.budget_s:
+                self.stop(f"spent the budget of {self.budget_s:.1f} s ({self.cost:.1f} s)")
+        outcome = self.oracle.query(arch)
+        val, cost = outcome.val_acc, outcome.cost_s
         self.cost += cost
         if self._best is None or val > self.records[self._best]["val_acc"]:
             self._best = len(self.records)
@@ -130,9 +92,3 @@ class QueryLog:
         for listener in self.listeners:
             listener(record)
         return val
-
-
-def finite_or_inf(values):
-    """Scores as a float array with NaN / -inf / +inf replaced by +inf, so argmin never picks them."""
-    values = np.asarray(values, dtype=float)
-    return np.where(np.isfinite(values), values, np.inf)

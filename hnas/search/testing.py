@@ -4,13 +4,13 @@ Nothing here is used by a real run; it lets tests (and anyone checking an algori
 answer is known by construction, without the NB201 table.
 """
 
-import itertools
 
 import numpy as np
 
+from hnas.oracles import TEST_DATASETS, BenchmarkOracle
 from hnas.search.core import Problem
-from hnas.search.oracle import TEST_DATASETS, BenchmarkOracle
-from hnas.search.space import CellSpace
+from hnas.search.space import Universe
+from hnas.spaces.cell import CellSpace
 
 
 class FakeTable:
@@ -48,10 +48,25 @@ class FakeTable:
         return float(self.cost[self._i(arch_or_index)])
 
 
-def toy_space(ops=("a", "b", "c", "d"), edges=((1, 0), (2, 0), (2, 1), (3, 0))):
+class ToySpace(CellSpace):
     """A cell space of len(ops) ** len(edges) architectures written 'a|b|c|d' (256 by default)."""
-    archs = ["|".join(choice) for choice in itertools.product(ops, repeat=len(edges))]
-    return CellSpace("toy", archs, edges, ops, lambda arch: tuple(arch.split("|")), "|".join)
+
+    name = "toy"
+
+    def __init__(self, ops=("a", "b", "c", "d"), edges=((1, 0), (2, 0), (2, 1), (3, 0))):
+        self.ops, self.edges = tuple(ops), tuple(edges)
+
+    def encode(self, arch):
+        return tuple(arch.split("|"))
+
+    def decode(self, ops):
+        return "|".join(ops)
+
+
+def toy_space(ops=("a", "b", "c", "d"), edges=((1, 0), (2, 0), (2, 1), (3, 0))):
+    """The whole toy space as a search universe."""
+    space = ToySpace(ops, edges)
+    return Universe(space, space.all_archs())
 
 
 class MetricDict(dict):

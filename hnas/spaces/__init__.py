@@ -1,15 +1,10 @@
-"""Search spaces. A space is a module exposing validate, parse, all_archs, sample, build and build_seeded."""
+"""Search spaces, each a class registered where it is defined (hnas.spaces.registry).
 
-from hnas.registry import Registry
-from hnas.spaces import nb201
+    from hnas.spaces import create_space, list_spaces
+    space = create_space("nb201", layout="reference")
+"""
 
-SPACES = Registry("search space")
-SPACES.register(nb201.NAME)(nb201)
+from hnas.spaces.registry import create_space, list_spaces, register_space, space_options
+from hnas.spaces import nb201  # noqa: E402,F401  (registers nb201)
 
-
-def get_space(name):
-    return SPACES.get(name)
-
-
-def list_spaces():
-    return SPACES.names()
+__all__ = ["create_space", "list_spaces", "register_space", "space_options"]

@@ -17,6 +17,8 @@ import torch
 from torch import nn
 
 from hnas.errors import HnasError
+from hnas.spaces.cell import CellSpace
+from hnas.spaces.registry import register_space
 
 NAME = "nb201"
 OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
@@ -65,6 +67,12 @@ def to_string(ops):
     return "|{}~0|+|{}~0|{}~1|+|{}~0|{}~1|{}~2|".format(*ops)
 
 
+def check_layout(layout):
+    if layout not in LAYOUTS:
+        raise HnasError(f"unknown NB201 layout {layout!r}; choose one of: {', '.join(LAYOUTS)}")
+    return layout
+
+
 def validate(arch):
     """Return the canonical form of a valid arch string; raise HnasError otherwise."""
     return to_string(parse(arch))
@@ -86,22 +94,6 @@ def sample(n, seed):
     archs = all_archs()
     random.Random(seed).shuffle(archs)
     return archs[:n]
-
-
-def to_index(arch):
-    """Official NB201 / NATS-Bench index of an arch string (needs the benchmark table)."""
-    from hnas.benchmarks.nb201 import load_table
-
-    return load_table().index_of(arch)
-
-
-def from_index(index):
-    """Arch string of an official NB201 / NATS-Bench index (needs the benchmark table)."""
-    if not 0 <= int(index) < NUM_ARCHS:
-        raise HnasError(f"NB201 index {index} is out of range: valid indices are 0..{NUM_ARCHS - 1}")
-    from hnas.benchmarks.nb201 import load_table
-
-    return load_table().archs[int(index)]
 
 
 def is_degenerate(arch):
@@ -191,9 +183,7 @@ class NB201Network(nn.Module):
 
     def __init__(self, arch, num_classes=10, layout="compact", channels=16, cells_per_stage=5):
         super().__init__()
-        if layout not in LAYOUTS:
-            raise HnasError(f"unknown NB201 layout {layout!r}; choose one of: {', '.join(LAYOUTS)}")
-        self.arch, self.layout = validate(arch), layout
+        self.arch, self.layout = validate(arch), check_layout(layout)
         ops, reference = parse(arch), layout == "reference"
         self.stem = nn.Sequential(nn.Conv2d(3, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels))
         layers, c = [], channels
@@ -244,3 +234,31 @@ def build_seeded(arch, run_seed, **kwargs):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(arch_seed(run_seed, arch))
         return build(arch, **kwargs)
+
+
+@register_space(NAME)
+class NB201Space(CellSpace):
+    """NAS-Bench-201 as a search space; `layout` (compact or reference) is the network `build` makes."""
+
+    name = NAME
+    edges = EDGES
+    ops = OPS
+
+    def __init__(self, layout="compact"):
+        self.layout = check_layout(getattr(layout, "value", layout))
+
+    encode = staticmethod(parse)
+    decode = staticmethod(to_string)
+    validate = staticmethod(validate)
+    arch_seed = staticmethod(arch_seed)
+    is_degenerate = staticmethod(is_degenerate)
+
+    def sample_distinct(self, n, seed):
+        """`n` distinct architectures, the first of one seeded shuffle (see `sample`)."""
+        return sample(n, seed)
+
+    def build(self, arch, num_classes):
+        return build(arch, num_classes=num_classes, layout=self.layout)
+
+    def build_seeded(self, arch, run_seed, num_classes):
+        return build_seeded(arch, run_seed, num_classes=num_classes, layout=self.layout)

@@ -17,20 +17,19 @@ from hnas import paths
 from hnas.app import resolve_device
 from hnas.errors import HnasError
 from hnas.io import atomic_write_json
-from hnas.metric_source import MetricSource
 from hnas.metric_table import MetricTable, TableSettings
-from hnas.spaces import get_space
+from hnas.metric_source import MetricSource
 
 log = logging.getLogger(__name__)
 
 
 def select_archs(stage_cfg, settings):
     """The architectures of this run (before sharding), in a fixed order (settings checked by the schema)."""
-    space = get_space(settings.space)
+    space = settings.create_space()
     if stage_cfg.archs:
         return list(dict.fromkeys(space.validate(a) for a in stage_cfg.archs))
     if stage_cfg.limit is not None:
-        return space.sample(int(stage_cfg.limit), settings.seed)
+        return space.sample_distinct(int(stage_cfg.limit), settings.seed)
     return space.all_archs()
 
 

@@ -17,10 +17,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from hnas.errors import HnasError
 from hnas.io import atomic_write_text
-from hnas.search import (TEST_DATASETS, BenchmarkOracle, Problem, nb201_space, run_search, search_config,
-                         test_column)
+from hnas.oracles import TEST_DATASETS, create_oracle, default_oracle, test_column
+from hnas.search import Problem, Universe, run_search, search_config
+from hnas.spaces import create_space, space_options
 from hnas.search.core import SEARCHES
 
 log = logging.getLogger(__name__)
@@ -31,24 +31,19 @@ QUERY_COLUMNS = [
 ]
 
 
-def run(cfg, out_dir, table=None, metrics_of=None, tensorboard=True):
+def run(cfg, out_dir, oracle=None, metrics_of=None, tensorboard=True):
     """Run one search; return result.json's content (without the config).
 
-    `table` (a benchmark table) and `metrics_of` (a metric source) default to the NB201 table of the data
-    folder and a MetricSource on the run's metric table; tests pass constructed ones.
+    `oracle` and `metrics_of` (a metric source) default to the space's default oracle (hnas.oracles; NB201:
+    the benchmark table of the data folder, else the shipped one) and a MetricSource on the run's metric
+    table; tests pass constructed ones.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     scfg = search_config(cfg.search)
-    space_name = cfg.space.name
-    if space_name != "nb201":
-        raise HnasError(f"stage=search needs a benchmark oracle; only space=nb201 has one "
-                        f"(got space={space_name})")
-    if table is None:
-        from hnas.benchmarks.nb201 import load_table
-
-        table = load_table()
-    oracle = BenchmarkOracle(table, scfg.query_dataset, scfg.query_epochs)
+    space = create_space(cfg.space.name, **space_options(cfg.space))
+    if oracle is None:
+        oracle = create_oracle(default_oracle(space.name), dataset=scfg.query_dataset, epochs=scfg.query_epochs)
     metric = cfg.metric.name
     names = SEARCHES.get(scfg.name)(scfg).metric_names(metric)
     if names and metrics_of is None:
@@ -57,7 +52,7 @@ def run(cfg, out_dir, table=None, metrics_of=None, tensorboard=True):
         from hnas.metric_table import TableSettings
 
         metrics_of = MetricSource(TableSettings.from_config(cfg), resolve_device(cfg.device), names)
-    problem = Problem(space=nb201_space(candidate_archs(cfg, scfg, table, names)), oracle=oracle,
+    problem = Problem(space=Universe(space, candidate_archs(cfg, scfg, oracle, names)), oracle=oracle,
                       seed=int(cfg.seed), metric=metric, metrics_of=metrics_of)
 
     listeners = [_log_query]
@@ -75,7 +70,7 @@ def run(cfg, out_dir, table=None, metrics_of=None, tensorboard=True):
         if writer is not None:
             writer.close()
 
-    payload = write_outputs(result, out_dir, space=space_name, overrides=_overrides(), config=_config_dict(cfg))
+    payload = write_outputs(result, out_dir, space=space.name, overrides=_overrides(), config=_config_dict(cfg))
     tests = ", ".join(f"{ds} {result.test_acc[ds]:.2f}" for ds in TEST_DATASETS)
     log.info("chose %s (index %d, val %.2f): test %s; search cost %.0f s in %d queries, metric time %.0f s, "
              "wall %.1f s (%s)", result.arch, result.index, result.val_acc, tests, result.search_cost_s,
@@ -84,11 +79,11 @@ def run(cfg, out_dir, table=None, metrics_of=None, tensorboard=True):
     return payload
 
 
-def candidate_archs(cfg, scfg, table, names):
-    """The architectures searches draw from (the universe): the whole benchmark, or those of the run's metric
-    table (search.universe, checked by the schema)."""
+def candidate_archs(cfg, scfg, oracle, names):
+    """The architectures searches draw from (the universe): every one the oracle answers for, or those of
+    the run's metric table (search.universe, checked by the schema)."""
     if scfg.universe == "space":
-        return table.archs
+        return oracle.archs
     from hnas import paths
     from hnas.metric_table import MetricTable, TableSettings
 
@@ -97,7 +92,7 @@ def candidate_archs(cfg, scfg, table, names):
     metric_table = MetricTable.existing(paths.results_dir(), settings)
     archs = []
     if metric_table is not None:
-        archs = [a for a in table.archs if a in metric_table.rows and not metric_table.missing(a, required)]
+        archs = [a for a in oracle.archs if a in metric_table.rows and not metric_table.missing(a, required)]
     if not archs:
         raise MetricTable.not_found(paths.results_dir(), settings, f"{', '.join(required)} (search.universe="
                                     "metric_table)")

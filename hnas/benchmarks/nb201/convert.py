@@ -2,7 +2,7 @@
 
     hnas-nb201-convert --nats NATS-tss-v1_0-3ffb9-simple --out nb201.csv
     hnas-nb201-convert --nb201-pth NAS-Bench-201-v1_1-096897.pth --out nb201.csv
-    python -m hnas.benchmarks.convert --nats <folder> --indices 0,11,284 --out part.csv
+    python -m hnas.benchmarks.nb201.convert --nats <folder> --indices 0,11,284 --out part.csv
 
 Only the architectures the official files hold are written. A table with fewer than 15,625 rows is a partial
 table: `load_table(path, partial=True)` reads it; the default `load_table` refuses it, so that a search never
@@ -13,7 +13,7 @@ import argparse
 import logging
 import sys
 
-from hnas.benchmarks import nb201
+from hnas.benchmarks.nb201 import official, table
 from hnas.errors import HnasError
 
 
@@ -49,18 +49,18 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         if args.nats:
-            frame = nb201.read_nats(args.nats, args.indices)
+            frame = official.read_nats(args.nats, args.indices)
         else:
-            frame = nb201.read_nb201_pth(args.nb201_pth, args.indices, trust_pickle=args.trust_pickle)
-        out = nb201.write_table(frame, args.out)
-        partial = len(frame) != nb201.NUM_ARCHS
-        table = nb201.load_table(out, partial=partial)  # read it back: what we wrote must validate
+            frame = official.read_nb201_pth(args.nb201_pth, args.indices, trust_pickle=args.trust_pickle)
+        out = table.write_table(frame, args.out)
+        partial = len(frame) != table.NUM_ARCHS
+        written = table.load_table(out, partial=partial)  # read it back: what we wrote must validate
     except HnasError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    print(f"wrote {len(table)} architectures to {out}")
+    print(f"wrote {len(written)} architectures to {out}")
     if partial:
-        print(f"partial table ({len(table)} of {nb201.NUM_ARCHS}): load it with load_table(path, partial=True)")
+        print(f"partial table ({len(written)} of {table.NUM_ARCHS}): load it with load_table(path, partial=True)")
     return 0
 
 

@@ -1,6 +1,6 @@
 """Speed and memory of the metric engine, relative to one forward+backward pass of the same network.
 
-    python benchmarks/bench_metrics.py --archs 30 --batch 64 --threads 2 --device cpu
+    python perf/bench_metrics.py --archs 30 --batch 64 --threads 2 --device cpu
 
 For each of `--archs` random NB201 architectures (reference layout, the layout of the reference values) it
 times, interleaved and `--repeat` times each (keeping the fastest, which is the least disturbed by other
@@ -146,7 +146,7 @@ MEMORY_CHILD = r"""
 import json, resource, sys, torch
 sys.path.insert(0, {root!r})
 torch.set_num_threads({threads})
-from benchmarks.bench_metrics import build, probe_batch, forward_backward
+from perf.bench_metrics import build, probe_batch, forward_backward
 from hnas.metrics import compute_metrics
 device = torch.device({device!r})
 net = build({arch!r}, device)
