@@ -31,15 +31,16 @@ from hnas import data, paths
 from hnas.errors import HnasError
 from hnas.io import atomic_write_text
 from hnas.oracles import official_index
+from hnas.spaces.registry import space_options
 
 FORMAT = "hnas-metric-table"
-VERSION = 2  # 2: meta.json holds the probe record
+VERSION = 3  # 2: meta.json holds the probe record; 3: the space's options, not an NB201 layout
 
 
 @dataclass(frozen=True)
 class TableSettings:
     space: str
-    layout: str
+    space_options: dict  # what the space is created with (NB201: {"layout": ...}), in its config's key order
     dataset: str
     num_classes: int
     batch_size: Optional[int]
@@ -53,9 +54,9 @@ class TableSettings:
         probe = cfg.probe
         return cls(
             space=cfg.space.name,
-            layout=getattr(cfg.space.layout, "value", cfg.space.layout),
+            space_options=space_options(cfg.space),
             dataset=cfg.dataset.name,
-            num_classes=int(cfg.dataset.num_classes),
+            num_classes=data.num_classes(cfg.dataset.name),
             batch_size=None if probe.batch_size is None else int(probe.batch_size),
             per_class=probe.per_class,
             split=data.resolve_split(cfg.dataset.name, probe.split),
@@ -67,12 +68,13 @@ class TableSettings:
         """The space (with its options) whose networks the table's values are computed on."""
         from hnas.spaces import create_space
 
-        return create_space(self.space, layout=self.layout)
+        return create_space(self.space, **self.space_options)
 
     @property
     def name(self):
         batch = f"b{self.batch_size}" if self.batch_size is not None else f"b{self.per_class}x{self.num_classes}"
-        parts = [self.space, self.layout, self.dataset, self.split, batch, f"seed{self.seed}"]
+        options = [str(value) for value in self.space_options.values()]
+        parts = [self.space, *options, self.dataset, self.split, batch, f"seed{self.seed}"]
         if self.per_class is not None:
             parts.append(f"pc{self.per_class}")
         if self.per_arch:

@@ -66,8 +66,9 @@ TEST_EPOCHS = 200
 
 
 def test_column(dataset):
-    """Column name of a 200-epoch test accuracy, e.g. `cifar10_test_acc_200ep`."""
-    return f"{TEST_KEYS[dataset]}_test_acc_{TEST_EPOCHS}ep"
+    """Column name of a test accuracy a result reports, e.g. `cifar10_test_acc_200ep` (NB201's datasets by
+    their short keys)."""
+    return f"{TEST_KEYS.get(dataset, dataset)}_test_acc_{TEST_EPOCHS}ep"
 
 
 class BenchmarkOracle:

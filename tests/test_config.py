@@ -1,38 +1,159 @@
+import importlib
+import math
 import subprocess
 import sys
 
 import pytest
+import torch
 from hydra.errors import ConfigCompositionException, MissingConfigException
+from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
+from torch import nn
 
 from conftest import REPO, compose
+from hnas import data
+from hnas.config import STAGE_SCHEMAS, validate
+from hnas.metrics import compute_metrics, list_metrics
+from hnas.search import SEARCHES, run_search, search_config
+from hnas.search.config import SEARCH_SCHEMAS
+from hnas.spaces import create_space, list_spaces, space_options
 
-GROUP_OPTIONS = {
-    "space": ["nb201"],
-    "dataset": ["cifar10", "cifar100", "imagenet16_120", "fake"],
-    "stage": ["precompute", "search", "report"],
-    "search": ["hnas", "random", "rea", "reinforce", "training_free"],
-    "paths": ["default"],
-}
+CONF = REPO / "conf"
+
+
+def yaml_options(group):
+    """The options of a YAML config group: its conf/<group>/*.yaml files."""
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+YAML_GROUPS = sorted(d.name for d in CONF.iterdir() if d.is_dir())
+# Each config group and the test below that builds every one of its options.
+BUILT_GROUPS = {"space", "dataset", "metric", "stage", "search", "paths", "experiment"}
+# Options are read from conf/ and the registries; unions, so an option only one side has still gets built
+# (and fails there) rather than being skipped.
+SPACE_OPTIONS = sorted(set(yaml_options("space")) | set(list_spaces()))
+SEARCH_OPTIONS = sorted(set(yaml_options("search")) | set(SEARCH_SCHEMAS) | set(SEARCHES.names()))
+METRIC_OPTIONS = list_metrics()
 
 
 def run_cli(*args):
     return subprocess.run([sys.executable, "run.py", *args], cwd=REPO, capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.parametrize("group, option", [(g, o) for g, opts in GROUP_OPTIONS.items() for o in opts])
-def test_every_group_option_composes(group, option):
-    cfg = compose(f"{group}={option}")
-    assert cfg[group].name if group != "paths" else cfg.paths.data_dir
+def test_every_config_group_has_options_and_a_build_check():
+    assert set(YAML_GROUPS) | {"metric"} == BUILT_GROUPS
+    for group in YAML_GROUPS:
+        assert yaml_options(group), f"conf/{group}/ has no option"
+    assert len(METRIC_OPTIONS) >= 1
 
 
-def test_every_registered_metric_is_a_metric_option():
-    from hnas.metrics import list_metrics
+def test_registries_and_conf_agree():
+    # every registered search algorithm has a schema and a yaml option, and nothing else has either
+    assert set(SEARCHES.names()) == set(SEARCH_SCHEMAS) == set(yaml_options("search"))
+    # every registered space has a conf/space yaml
+    assert set(list_spaces()) <= set(yaml_options("space"))
+    # every dataset hnas.data reads is a dataset option
+    assert set(data.NAMES) == set(yaml_options("dataset"))
 
-    names = list_metrics()
-    assert {"grad_norm", "snip", "grasp", "ntk_trace", "condnum", "synflow", "params", "flops"} <= set(names)
-    for name in names:
-        assert compose(f"metric={name}").metric.name == name
+
+@pytest.mark.parametrize("option", SPACE_OPTIONS)
+def test_space_option_builds_a_network(option):
+    cfg = compose(f"space={option}")
+    validate(cfg)
+    assert cfg.space.name == option and option in list_spaces()
+    space = create_space(cfg.space.name, **space_options(cfg.space))
+    assert space.name == option
+    [arch] = space.sample_distinct(1, 0)
+    assert space.validate(arch) == arch
+    net = space.build(arch, num_classes=cfg.dataset.num_classes)
+    assert isinstance(net, nn.Module)
+    net.eval()
+    with torch.no_grad():
+        out = net(torch.randn(2, 3, 32, 32))
+    assert tuple(out.shape) == (2, cfg.dataset.num_classes) and bool(torch.isfinite(out).all())
+
+
+@pytest.mark.parametrize("option", SEARCH_OPTIONS)
+def test_search_option_builds_and_runs(option):
+    from hnas.search.testing import constructed_problem
+
+    cfg = compose(f"search={option}")
+    validate(cfg)
+    assert cfg.search.name == option
+    assert OmegaConf.get_type(cfg.search) is SEARCH_SCHEMAS[option]
+    scfg = search_config(cfg.search)
+    assert type(scfg) is SEARCH_SCHEMAS[option]
+    algorithm = SEARCHES.get(option)(scfg)
+    assert set(algorithm.metric_names(cfg.metric.name)) <= set(list_metrics())
+    # the composed settings, with a 3-query limit, run on the toy problem (256 architectures)
+    settings = {**OmegaConf.to_container(cfg.search), "queries": 3, "budget_s": None}
+    problem, _ = constructed_problem(seed=0)
+    result = run_search(settings, problem)
+    assert result.algorithm == option
+    assert result.arch in problem.space.members and result.n_queries <= 3
+    assert result.index == problem.oracle.index(result.arch)
+
+
+def tiny_model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1),
+                         nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+
+
+@pytest.mark.parametrize("option", METRIC_OPTIONS)
+def test_metric_option_computes_on_a_tiny_model(option):
+    cfg = compose(f"metric={option}")
+    validate(cfg)
+    assert cfg.metric.name == option
+    generator = torch.Generator().manual_seed(0)
+    inputs = torch.randn(4, 3, 8, 8, generator=generator)
+    targets = torch.randint(0, 10, (4,), generator=generator)
+    values = compute_metrics(tiny_model(), inputs, targets, [cfg.metric.name])
+    assert list(values) == [option]
+    assert isinstance(values[option], float) and math.isfinite(values[option])
+
+
+@pytest.mark.parametrize("option", yaml_options("dataset"))
+def test_dataset_option_has_the_datasets_classes(option):
+    cfg = compose(f"dataset={option}")
+    validate(cfg)
+    assert cfg.dataset.name == option
+    assert cfg.dataset.num_classes == data.num_classes(cfg.dataset.name)
+
+
+@pytest.mark.parametrize("option", yaml_options("stage"))
+def test_stage_option_is_a_stage_that_runs(option):
+    cfg = compose(f"stage={option}")
+    validate(cfg)
+    assert cfg.stage.name == option and OmegaConf.get_type(cfg.stage) is STAGE_SCHEMAS[option]
+    stage = importlib.import_module(f"hnas.stages.{cfg.stage.name}")  # what hnas.app.execute runs
+    assert callable(stage.run)
+
+
+@pytest.mark.parametrize("option", yaml_options("paths"))
+def test_paths_option_reads_the_environment(option, monkeypatch, tmp_path):
+    monkeypatch.setenv("HNAS_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("HNAS_RESULTS_DIR")
+    cfg = compose(f"paths={option}")
+    validate(cfg)
+    assert cfg.paths.data_dir == str(tmp_path / "data")
+    assert cfg.paths.results_dir == str(tmp_path / "data" / "results")
+
+
+@pytest.mark.parametrize("option", yaml_options("experiment"))
+def test_experiment_option_validates_and_names_a_shipped_table(option):
+    from hnas import paths
+    from hnas.metric_table import TableSettings
+
+    cfg = compose(f"experiment={option}")
+    validate(cfg)
+    # a preset searches on a metric table shipped with hnas (conf/experiment/: nothing to compute)
+    name = TableSettings.from_config(cfg).name
+    assert (paths.embedded_dir() / "metric-tables" / name / "meta.json").is_file(), name
+
+
+def test_the_published_metrics_are_registered():
+    assert {"grad_norm", "snip", "grasp", "ntk_trace", "condnum", "synflow", "params", "flops"} <= set(METRIC_OPTIONS)
 
 
 def test_defaults_and_paths_from_environment(monkeypatch, tmp_path):
@@ -70,16 +191,18 @@ def test_bad_values_are_rejected_with_the_key(override, name):
 def test_help_lists_groups_and_options():
     result = run_cli("--help")
     assert result.returncode == 0
-    for text in ("space: nb201", "dataset: cifar10, cifar100, fake, imagenet16_120", "stage:", "search:",
-                 "grad_norm", "ntk_trace", "precompute"):
-        assert text in result.stdout, text
+    lines = result.stdout.splitlines()
+    for group in YAML_GROUPS:
+        assert f"{group}: {', '.join(yaml_options(group))}" in lines, group
+    assert f"metric: {', '.join(METRIC_OPTIONS)}" in lines
+    assert "schema" not in result.stdout.split("== Resolved config")[0]  # schemas are not offered as options
 
 
 def test_cli_mistakes_fail_without_a_traceback():
     result = run_cli("stage=training")
     assert result.returncode != 0 and "Traceback" not in result.stderr
     listed = result.stderr.split("Available options in 'stage':")[1].split("Config search path")[0].split()
-    assert listed == ["precompute", "report", "search"]  # no schema entries offered as options
+    assert listed == yaml_options("stage")  # no schema entries offered as options
     result = run_cli("metric=snipp")
     assert result.returncode != 0 and "snipp" in result.stderr and "Traceback" not in result.stderr
     result = run_cli("stage=precompute", 'stage.archs=["|bad~0|"]', "dataset=fake")

@@ -10,12 +10,12 @@ import pytest
 from omegaconf import OmegaConf
 
 from hnas.callbacks import SweepSummary
-from hnas.oracles import BenchmarkOracle
+from hnas.oracles import TEST_DATASETS, BenchmarkOracle
 from hnas.reports.search_report import (best_so_far_curve, budget_figure, draw_budget_figure, load_results,
                                         paper_table, run_report, summarize_sweep)
 from hnas.search import run_search
 from hnas.search.testing import constructed_problem
-from hnas.stages.search import QUERY_COLUMNS, write_outputs
+from hnas.stages.search import write_outputs
 
 SETTINGS = [  # (search config, overrides without the seed)
     ({"name": "hnas", "scale": 2000.0, "queries": 8}, ["search=hnas", "metric=fake"]),
@@ -53,7 +53,10 @@ def test_job_folders_hold_the_run_files(sweep):
                 "metric", "seed", "overrides", "search_config"):
         assert key in payload
     queries = pd.read_csv(folder / "queries.csv")
-    assert list(queries.columns) == QUERY_COLUMNS and len(queries) == payload["n_queries"] == 8
+    tests = ["best_cifar10_test_acc_200ep", "best_cifar100_test_acc_200ep", "best_imagenet16_test_acc_200ep"]
+    assert list(queries.columns) == ["step", "arch", "index", "t", "c", "score", "val_acc", "cost_s", "cum_cost_s",
+                                     "best_arch", "best_index", "best_val_acc", *tests]
+    assert len(queries) == payload["n_queries"] == 8 and list(payload["test_acc"]) == list(TEST_DATASETS)
     assert not list(folder.glob(".*.tmp"))  # atomic writes leave no temporary file
 
 

@@ -46,7 +46,7 @@ def test_without_a_data_folder_the_shipped_tables_are_used(tmp_path, monkeypatch
 
 def test_the_shipped_meta_records_what_was_read():
     meta = json.loads((SHIPPED / REFERENCE_TABLE / "meta.json").read_text())
-    assert meta["settings"]["layout"] == "reference" and meta["settings"]["batch_size"] == 64
+    assert meta["settings"]["space_options"] == {"layout": "reference"} and meta["settings"]["batch_size"] == 64
     assert meta["probe"]["split"] == "test" and meta["probe"]["source"] == "image folder cifar10-test-jpg/test"
     assert meta["device"] == "cpu" and meta["torch_threads"] >= 1 and meta["versions"]["torch"]
 

@@ -5,7 +5,7 @@ The oracles themselves are in hnas.oracles.
 
 import math
 
-from hnas.oracles import TEST_DATASETS, test_column
+from hnas.oracles import test_column
 
 
 class SearchStopped(Exception):
@@ -86,8 +86,7 @@ class QueryLog:
             "best_index": self.oracle.index(best_arch),
             "best_val_acc": best_val,
         }
-        tests = self.oracle.test_accs(best_arch)
-        record.update({f"best_{test_column(ds)}": tests[ds] for ds in TEST_DATASETS})
+        record.update({f"best_{test_column(ds)}": acc for ds, acc in self.oracle.test_accs(best_arch).items()})
         self.records.append(record)
         for listener in self.listeners:
             listener(record)

@@ -4,7 +4,7 @@ Writes into the run folder `out_dir`:
 - `result.json`: the chosen architecture, its official index and validation accuracy, its 200-epoch test
   accuracy on cifar10 / cifar100 / ImageNet16-120, search cost (summed query seconds), metric seconds,
   number of queries, algorithm, metric, seed, the command-line overrides and the whole config;
-- `queries.csv`: every query in order (QUERY_COLUMNS), with the best-so-far architecture's test accuracies,
+- `queries.csv`: every query in order (query_columns), with the best-so-far architecture's test accuracies,
   so reports can plot test error against search cost;
 - `tb/`: TensorBoard events, one point per query;
 - the log, through Python logging (Hydra sends it to the run folder).
@@ -18,17 +18,18 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from hnas.io import atomic_write_text
-from hnas.oracles import TEST_DATASETS, create_oracle, default_oracle, test_column
+from hnas.oracles import create_oracle, default_oracle, test_column
 from hnas.search import Problem, Universe, run_search, search_config
 from hnas.spaces import create_space, space_options
 from hnas.search.core import SEARCHES
 
 log = logging.getLogger(__name__)
 
-QUERY_COLUMNS = [
-    "step", "arch", "index", "t", "c", "score", "val_acc", "cost_s", "cum_cost_s",
-    "best_arch", "best_index", "best_val_acc", *[f"best_{test_column(ds)}" for ds in TEST_DATASETS],
-]
+def query_columns(test_datasets):
+    """The columns of queries.csv: the query, then the best-so-far architecture and its test accuracies on
+    the oracle's `test_datasets`."""
+    return ["step", "arch", "index", "t", "c", "score", "val_acc", "cost_s", "cum_cost_s",
+            "best_arch", "best_index", "best_val_acc", *[f"best_{test_column(ds)}" for ds in test_datasets]]
 
 
 def run(cfg, out_dir, oracle=None, metrics_of=None, tensorboard=True):
@@ -71,7 +72,7 @@ def run(cfg, out_dir, oracle=None, metrics_of=None, tensorboard=True):
             writer.close()
 
     payload = write_outputs(result, out_dir, space=space.name, overrides=_overrides(), config=_config_dict(cfg))
-    tests = ", ".join(f"{ds} {result.test_acc[ds]:.2f}" for ds in TEST_DATASETS)
+    tests = ", ".join(f"{ds} {acc:.2f}" for ds, acc in result.test_acc.items())
     log.info("chose %s (index %d, val %.2f): test %s; search cost %.0f s in %d queries, metric time %.0f s, "
              "wall %.1f s (%s)", result.arch, result.index, result.val_acc, tests, result.search_cost_s,
              result.n_queries, result.metric_s, result.wall_s, result.stop_reason)
@@ -105,7 +106,7 @@ def write_outputs(result, out_dir, space="nb201", overrides=(), config=None):
     """Write a SearchResult's queries.csv and result.json into `out_dir`; return result.json's content."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_queries(result.records, out_dir / "queries.csv")
+    write_queries(result.records, out_dir / "queries.csv", list(result.test_acc))
     payload = result.to_json()
     payload["space"] = space
     payload["overrides"] = list(overrides)
@@ -115,10 +116,10 @@ def write_outputs(result, out_dir, space="nb201", overrides=(), config=None):
     return payload
 
 
-def write_queries(records, path):
+def write_queries(records, path, test_datasets):
     import pandas as pd
 
-    frame = pd.DataFrame(records, columns=QUERY_COLUMNS)
+    frame = pd.DataFrame(records, columns=query_columns(test_datasets))
     atomic_write_text(path, frame.to_csv(index=False))
 
 
@@ -131,8 +132,8 @@ def _log_query(r):
 
 def _tensorboard(writer, r):
     step = r["step"]
-    for key in ("t", "c", "score", "val_acc", "best_val_acc", "cost_s", "cum_cost_s",
-                *[f"best_{test_column(ds)}" for ds in TEST_DATASETS]):
+    tests = [key for key in r if key.startswith("best_") and key not in ("best_arch", "best_index")]
+    for key in ("t", "c", "score", "val_acc", "cost_s", "cum_cost_s", *tests):
         value = r[key]
         if value is not None and math.isfinite(value):
             writer.add_scalar(f"query/{key}", value, step)
