@@ -157,7 +157,7 @@ STAGE_SCHEMAS = {
 
 def register_configs():
     from hnas.metrics import list_metrics
-    from hnas.search.config import SEARCH_SCHEMAS
+    from hnas.search import SEARCHES
 
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
@@ -166,8 +166,8 @@ def register_configs():
     cs.store(group="schema/paths", name="paths", node=PathsConfig)
     for name, schema in STAGE_SCHEMAS.items():
         cs.store(group="schema/stage", name=name, node=schema)
-    for name, schema in SEARCH_SCHEMAS.items():
-        cs.store(group="schema/search", name=name, node=schema)
+    for name in SEARCHES.names():
+        cs.store(group="schema/search", name=name, node=SEARCHES.get(name).schema)
     for name in list_metrics():
         cs.store(group="metric", name=name, node=MetricConfig(name=name))
     if not OmegaConf.has_resolver("hnas_groups"):

@@ -2,6 +2,7 @@ import importlib
 import math
 import subprocess
 import sys
+from dataclasses import is_dataclass
 
 import pytest
 import torch
@@ -15,7 +16,6 @@ from hnas import data
 from hnas.config import STAGE_SCHEMAS, validate
 from hnas.metrics import compute_metrics, list_metrics
 from hnas.search import SEARCHES, run_search, search_config
-from hnas.search.config import SEARCH_SCHEMAS
 from hnas.spaces import create_space, list_spaces, space_options
 
 CONF = REPO / "conf"
@@ -32,7 +32,7 @@ BUILT_GROUPS = {"space", "dataset", "metric", "stage", "search", "paths", "exper
 # Options are read from conf/ and the registries; unions, so an option only one side has still gets built
 # (and fails there) rather than being skipped.
 SPACE_OPTIONS = sorted(set(yaml_options("space")) | set(list_spaces()))
-SEARCH_OPTIONS = sorted(set(yaml_options("search")) | set(SEARCH_SCHEMAS) | set(SEARCHES.names()))
+SEARCH_OPTIONS = sorted(set(yaml_options("search")) | set(SEARCHES.names()))
 METRIC_OPTIONS = list_metrics()
 
 
@@ -49,7 +49,8 @@ def test_every_config_group_has_options_and_a_build_check():
 
 def test_registries_and_conf_agree():
     # every registered search algorithm has a schema and a yaml option, and nothing else has either
-    assert set(SEARCHES.names()) == set(SEARCH_SCHEMAS) == set(yaml_options("search"))
+    assert set(SEARCHES.names()) == set(yaml_options("search"))
+    assert all(is_dataclass(SEARCHES.get(name).schema) for name in SEARCHES.names())
     # every registered space has a conf/space yaml
     assert set(list_spaces()) <= set(yaml_options("space"))
     # every dataset hnas.data reads is a dataset option
@@ -80,9 +81,9 @@ def test_search_option_builds_and_runs(option):
     cfg = compose(f"search={option}")
     validate(cfg)
     assert cfg.search.name == option
-    assert OmegaConf.get_type(cfg.search) is SEARCH_SCHEMAS[option]
+    assert OmegaConf.get_type(cfg.search) is SEARCHES.get(option).schema
     scfg = search_config(cfg.search)
-    assert type(scfg) is SEARCH_SCHEMAS[option]
+    assert type(scfg) is SEARCHES.get(option).schema
     algorithm = SEARCHES.get(option)(scfg)
     assert set(algorithm.metric_names(cfg.metric.name)) <= set(list_metrics())
     # the composed settings, with a 3-query limit, run on the toy problem (256 architectures)

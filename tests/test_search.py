@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 
 from hnas.errors import HnasError
 from hnas.search import SEARCHES, hnas_score, run_search, search_config
-from hnas.search.config import SEARCH_SCHEMAS, HnasSearch
+from hnas.search.config import HnasSearch
 from hnas.search.hnas import CandidatePool, n_init_points
 from hnas.search.testing import MetricDict, constructed_problem
 
@@ -157,8 +157,8 @@ def test_ucb_and_poi_acquisitions_run():
 
 
 def test_every_schema_is_registered_and_named_after_its_option():
-    assert set(SEARCH_SCHEMAS) == set(SEARCHES.names())
-    for name, schema in SEARCH_SCHEMAS.items():
+    for name in SEARCHES.names():
+        schema = SEARCHES.get(name).schema
         assert schema().name == name
         assert (CONF / "search" / f"{name}.yaml").is_file()
     assert HnasSearch().queries == 20 and HnasSearch().scale == 5e3 and HnasSearch().c_bounds == [-4.0, 0.0]
@@ -172,7 +172,8 @@ def test_yaml_options_compose_to_the_schema_defaults_and_validate_overrides():
 
     register_configs()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        for name, schema in SEARCH_SCHEMAS.items():
+        for name in SEARCHES.names():
+            schema = SEARCHES.get(name).schema
             cfg = compose(overrides=[f"+search={name}"])
             assert OmegaConf.to_container(cfg.search) == OmegaConf.to_container(OmegaConf.structured(schema))
         cfg = compose(overrides=["+search=hnas", "search.queries=50", "search.budget_s=18000"])

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from hnas.errors import HnasError
+from hnas.search.config import REASearch, RandomSearch, ReinforceSearch, TrainingFreeSearch
 from hnas.search.core import SEARCHES, metric_value
 from hnas.search.oracle import SearchStopped
 
@@ -17,6 +18,8 @@ from hnas.search.oracle import SearchStopped
 @SEARCHES.register("random")
 class RandomSearch:
     """Query distinct uniformly random architectures (a seeded permutation of the space) until a limit."""
+
+    schema = RandomSearch
 
     def __init__(self, cfg):
         self.cfg = cfg
@@ -43,6 +46,8 @@ class RegularizedEvolution:
     and charged again, as in NB201's REA. Within a universe smaller than the space, the population and the
     children stay in it (hnas.search.space.Universe.mutate says how the child is drawn then).
     """
+
+    schema = REASearch
 
     def __init__(self, cfg):
         self.cfg = cfg
@@ -93,6 +98,8 @@ class Reinforce:
     distribution (with the same seeded generator), and the log-probability in the loss is the restricted one
     (the sum over the edges minus its logsumexp over the universe).
     """
+
+    schema = ReinforceSearch
 
     def __init__(self, cfg):
         self.cfg = cfg
@@ -155,6 +162,8 @@ class TrainingFree:
     query_top_k = 0 the top-ranked architecture is the result and nothing is queried; otherwise the top k are
     queried in rank order (within the query / budget limits) and the best by validation accuracy wins.
     """
+
+    schema = TrainingFreeSearch
 
     def __init__(self, cfg):
         self.cfg = cfg

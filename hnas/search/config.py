@@ -1,6 +1,7 @@
 """Structured-config schemas of the `search` group: one dataclass per option (conf/search/<name>.yaml).
 
-`hnas.config.register_configs` stores each as "schema/search/<name>"; the YAML options only
+Each algorithm class names its schema (`schema = ...`, hnas/search/hnas.py and baselines.py);
+`hnas.config.register_configs` stores it as "schema/search/<name>"; the YAML options only
 name their schema, so every default lives here, once. Keys shared by all algorithms:
 
 - `queries`: stop after this many oracle queries (None: no limit; then `budget_s` must be set).
@@ -184,12 +185,3 @@ class TrainingFreeSearch(_Common):
                 "give a number of draws >= 1")
         require(is_int(self.query_top_k) and self.query_top_k >= 0, "search.query_top_k", self.query_top_k,
                 "give an integer >= 0 (0: the top-ranked architecture is the result, without a query)")
-
-
-SEARCH_SCHEMAS = {
-    "hnas": HnasSearch,
-    "random": RandomSearch,
-    "rea": REASearch,
-    "reinforce": ReinforceSearch,
-    "training_free": TrainingFreeSearch,
-}

@@ -14,7 +14,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from hnas.errors import HnasError
 from hnas.registry import Registry
-from hnas.search.config import SEARCH_SCHEMAS
 from hnas.search.oracle import QueryLog, SearchStopped
 
 SEARCHES = Registry("search algorithm")
@@ -65,13 +64,11 @@ def search_config(cfg):
         cfg = OmegaConf.structured(cfg)
     if not isinstance(cfg, DictConfig):
         cfg = OmegaConf.create(dict(cfg))
-    name = cfg.get("name")
-    if name not in SEARCH_SCHEMAS:
-        raise HnasError(f"unknown search algorithm {name!r}; choose one of: {', '.join(sorted(SEARCH_SCHEMAS))}")
+    schema = SEARCHES.get(cfg.get("name")).schema  # an unknown name: HnasError listing the algorithms
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(SEARCH_SCHEMAS[name]), cfg)
+        merged = OmegaConf.merge(OmegaConf.structured(schema), cfg)
     except Exception as error:  # omegaconf's ValidationError / ConfigKeyError name the bad key
-        raise HnasError(f"invalid search config for {name!r}: {error}") from None
+        raise HnasError(f"invalid search config for {cfg.get('name')!r}: {error}") from None
     return OmegaConf.to_object(merged)
 
 

@@ -22,6 +22,7 @@ import warnings
 import numpy as np
 
 from hnas.errors import HnasError
+from hnas.search.config import HnasSearch
 from hnas.search.core import SEARCHES, metric_value
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,8 @@ class CandidatePool:
 
 @SEARCHES.register("hnas")
 class HNAS:
+    schema = HnasSearch
+
     def __init__(self, cfg):
         self.cfg = cfg
 
