@@ -30,7 +30,7 @@ import pandas as pd
 from hnas import data, paths
 from hnas.errors import HnasError
 from hnas.io import atomic_write_text
-from hnas.oracles import official_index
+from hnas.oracles import official_indexer
 from hnas.spaces.registry import space_options
 
 FORMAT = "hnas-metric-table"
@@ -216,12 +216,13 @@ class MetricTable:
     def _read_rows(self):
         """Merge the logs of every layer into {arch: {"index", "metrics", "seconds"}}, checking every row."""
         space = self.settings.create_space()
+        index_of = official_indexer(space.name)
         merged = {}
         for layer in self.layers:
             for path in sorted(layer.glob("rows*.jsonl")) + sorted(layer.glob("rows*.jsonl.gz")):
                 for number, line in enumerate(_complete_lines(path), start=1):
                     try:
-                        arch, index, metrics, seconds = _parse_row(json.loads(line), space)
+                        arch, index, metrics, seconds = _parse_row(json.loads(line), space, index_of)
                     except (ValueError, KeyError, TypeError, AttributeError, HnasError) as error:
                         raise _corrupt(path, f"line {number} is not a valid row ({error})") from None
                     entry = merged.setdefault(arch, {"index": index, "metrics": {}, "seconds": 0.0})
@@ -286,11 +287,12 @@ def _complete_lines(path):
     return text.split(b"\n")[:-1]
 
 
-def _parse_row(row, space):
-    """(arch, index, metrics, seconds) of one log row; raises on anything malformed."""
+def _parse_row(row, space, index_of):
+    """(arch, index, metrics, seconds) of one log row (`index_of`: official_indexer of the space); raises on
+    anything malformed."""
     arch = space.validate(row["arch"])
     index = row.get("index")
-    expected = official_index(space.name, arch)
+    expected = index_of(arch)
     if index is not None and (isinstance(index, bool) or not isinstance(index, int)):
         raise ValueError(f"index {index!r} is not a whole number")
     if expected is not None and index != expected:

@@ -49,13 +49,27 @@ def default_oracle(space):
     return names[0]
 
 
-def official_index(space, arch):
-    """The benchmark index of `arch` from the space's default oracle, or None where there is none (no
-    oracle, or its benchmark table is missing or lacks the architecture)."""
+def official_indexer(space):
+    """`index(arch)`: the benchmark index of `arch` from the space's default oracle, or None where there is
+    none (no oracle, or its benchmark table is missing or lacks the architecture). The oracle is made once,
+    so reading a table of many rows does not make one per row."""
     try:
-        return create_oracle(default_oracle(space)).index(arch)
+        oracle = create_oracle(default_oracle(space))
     except HnasError:
-        return None
+        return lambda arch: None
+
+    def index(arch):
+        try:
+            return oracle.index(arch)
+        except HnasError:
+            return None
+
+    return index
+
+
+def official_index(space, arch):
+    """The benchmark index of one architecture (see official_indexer)."""
+    return official_indexer(space)(arch)
 
 
 # ---- NAS-Bench-201 ----------------------------------------------------------------------------------------
