@@ -25,22 +25,23 @@ def resolve_device(name):
     return torch.device(name)
 
 
-def _export_paths(cfg):
+def _export_paths(config):
     # Library code reads the folders from the environment, so configs, env vars and tests agree on one source.
-    os.environ[paths.DATA_ENV] = str(Path(cfg.paths.data_dir).expanduser().resolve())
-    os.environ[paths.RESULTS_ENV] = str(Path(cfg.paths.results_dir).expanduser().resolve())
+    os.environ[paths.DATA_ENV] = str(Path(config.paths.data_dir).expanduser().resolve())
+    os.environ[paths.RESULTS_ENV] = str(Path(config.paths.results_dir).expanduser().resolve())
 
 
 def execute(cfg):
+    """Run the stage of a composed config: checked and turned into typed objects (hnas.config.validate)."""
     from hnas.config import validate
 
     try:
-        validate(cfg)
-        _export_paths(cfg)
-        stage = importlib.import_module(f"hnas.stages.{cfg.stage.name}")
+        config = validate(cfg)
+        _export_paths(config)
+        stage = importlib.import_module(f"hnas.stages.{config.stage.name}")
         out_dir = Path(HydraConfig.get().runtime.output_dir)
-        log.info("stage %s, output folder %s", cfg.stage.name, out_dir)
-        return stage.run(cfg, out_dir)
+        log.info("stage %s, output folder %s", config.stage.name, out_dir)
+        return stage.run(config, out_dir)
     except HnasError as error:
         log.error("%s", error)
         sys.exit(f"error: {error}")

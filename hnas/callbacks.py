@@ -3,7 +3,7 @@
 `SweepSummary` writes summary.csv and summary.md (mean and std per setting) into a search sweep's folder when
 the sweep ends. Hydra does not call `on_multirun_end` when a job failed, and passes it no job results, so the
 summary is built from the result.json files the jobs wrote; `python run.py stage=report stage.kind=search
-stage.inputs=[<sweep folder>]` (or hnas.reports.search_report.summarize_sweep) rebuilds it for a partly
+stage.inputs=[<sweep folder>]` (or hnas.reports.results.summarize_sweep) rebuilds it for a partly
 failed sweep. Sweeps of other stages (precompute, report, train) write no result.json: they are left alone.
 """
 
@@ -25,14 +25,14 @@ class SweepSummary(Callback):
             log.debug("sweep %s is a stage=%s sweep, not a search sweep: no summary", sweep_dir, stage)
             return
         # Imported here: every run (not only sweeps) builds the callback, and reports pull in pandas.
-        from hnas.reports.search_report import summarize_sweep, write_summary
+        from hnas.reports.results import summarize_sweep, write_summary
 
         try:
-            summary = summarize_sweep(sweep_dir)
+            runs, summary = summarize_sweep(sweep_dir)
             if summary.empty:
                 log.info("search sweep %s wrote no usable result.json: no summary", sweep_dir)
                 return
-            csv_path, md_path = write_summary(summary, sweep_dir)
+            csv_path, md_path = write_summary(runs, summary, sweep_dir)
             log.info("sweep summary of %d setting(s) written to %s and %s", len(summary), csv_path, md_path)
         except Exception:  # a summary failure must not turn a finished sweep into a failed one
             log.exception("could not write the summary of sweep %s", sweep_dir)

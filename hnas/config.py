@@ -174,33 +174,41 @@ def register_configs():
         OmegaConf.register_new_resolver("hnas_groups", group_listing)
 
 
-def group_listing():
-    """The `--help` list of group options, read from conf/ and the metric registry."""
-    from hnas.metrics import list_metrics
+def group_options(group):
+    """The options of a config group: its conf/<group>/*.yaml files and the nodes stored in Hydra's
+    ConfigStore under it (metrics, and spaces or algorithms registered from outside hnas)."""
+    stored = ConfigStore.instance().repo.get(group, {})
+    return sorted({p.stem for p in (CONF_DIR / group).glob("*.yaml")}
+                  | {name.removesuffix(".yaml") for name, node in stored.items() if not isinstance(node, dict)})
 
-    groups = {d.name: sorted(p.stem for p in d.glob("*.yaml")) for d in sorted(CONF_DIR.iterdir()) if d.is_dir()}
-    groups["metric"] = list_metrics()
-    return "\n".join(f"{group}: {', '.join(options)}" for group, options in sorted(groups.items()))
+
+def group_listing():
+    """The `--help` list of group options."""
+    groups = sorted({d.name for d in CONF_DIR.iterdir() if d.is_dir()} | {"metric"})
+    return "\n".join(f"{group}: {', '.join(group_options(group))}" for group in groups)
 
 
 def validate(cfg):
-    """Check every setting of a composed config before any work starts; raise HnasError naming the first
-    bad one. Keys added with `+key=value` that no schema knows are refused too (Hydra accepts them)."""
+    """The typed config of a composed one: every group's schema dataclass (`Config` at the top), built once
+    at the entry point, so library code gets checked values, never a raw DictConfig. Raises HnasError naming
+    the first bad setting before any work starts; keys added with `+key=value` that no schema knows are
+    refused too (Hydra accepts them)."""
     from hnas import data
     from hnas.spaces import create_space, space_options
 
     _refuse_unknown_keys(cfg, "")
     try:
-        OmegaConf.to_object(cfg)  # builds every schema dataclass: their __post_init__ checks the values
+        config = OmegaConf.to_object(cfg)  # builds every schema dataclass: their __post_init__ checks values
     except OmegaConfBaseException as error:
         raise HnasError(f"invalid config: {error}") from None
-    expected = data.num_classes(cfg.dataset.name)
-    require(cfg.dataset.num_classes == expected, "dataset.num_classes", cfg.dataset.num_classes,
-            f"{cfg.dataset.name} has {expected} classes")
-    space = create_space(cfg.space.name, **space_options(cfg.space))
-    if cfg.stage.name == "precompute" and cfg.stage.archs:
-        for arch in cfg.stage.archs:
+    expected = data.num_classes(config.dataset.name)
+    require(config.dataset.num_classes == expected, "dataset.num_classes", config.dataset.num_classes,
+            f"{config.dataset.name} has {expected} classes")
+    space = create_space(config.space.name, **space_options(config.space))
+    if config.stage.name == "precompute" and config.stage.archs:
+        for arch in config.stage.archs:
             space.validate(arch)
+    return config
 
 
 def _refuse_unknown_keys(node, path):

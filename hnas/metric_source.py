@@ -123,7 +123,7 @@ class MetricSource:
         if not self._writable:
             batch = probe_batch_for(self.settings)
             self.table = MetricTable.for_probe(paths.results_dir(), self.settings,
-                                               probe_record(self.settings, batch), self.device)
+                                               probe_record(self.settings, batch), self.device, self.table)
             self._batch = None if self.settings.per_arch else batch
             self._writable = True
 

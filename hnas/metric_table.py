@@ -144,10 +144,11 @@ class MetricTable:
         return table if table.layers else None
 
     @classmethod
-    def for_probe(cls, results_dir, settings, probe, device):
+    def for_probe(cls, results_dir, settings, probe, device, existing=None):
         """The table of these settings, to add rows computed on the probe batch `probe` (its record, see
-        hnas.metric_source.probe_record): created if new, else checked to hold rows of the same batch."""
-        table = cls.existing(results_dir, settings)
+        hnas.metric_source.probe_record): created if new, else checked to hold rows of the same batch.
+        `existing`: the table as already read by the caller (MetricTable.existing), so it is not read again."""
+        table = existing if existing is not None else cls.existing(results_dir, settings)
         folder = cls.folder_for(results_dir, settings)
         if table is None or folder not in table.layers:
             meta = {"format": FORMAT, "version": VERSION, "settings": asdict(settings), "probe": probe,

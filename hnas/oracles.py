@@ -1,9 +1,20 @@
-"""Oracles: what a search queries. `query(arch)` returns an Outcome (validation accuracy, cost in seconds,
-extra info); the benchmark (or trainer) behind an oracle owns its datasets, splits and epochs, and says what
-a result reports (`test_accs`: the test accuracies a table has, for reports only; no algorithm sees them).
+"""Oracles: what a search queries, and what its result reports.
 
-Oracles are registered for the space they answer (`@register_oracle(name, space=...)`); `create_oracle`
-builds one, `default_oracle(space)` names the first registered for a space.
+An oracle answers for one space (`@register_oracle(name, space=...)`) and owns its datasets, splits and
+epochs. Its protocol (hnas.search and the stages use nothing else):
+
+- `query(arch)` -> Outcome (validation accuracy, cost in seconds, extra info); `describe()`: what a query
+  returns (oracle name, dataset, split, epochs), for result files;
+- `cost_in_advance(arch)`, only where the cost is known before querying (a lookup table), so the budget can
+  refuse a query it cannot afford (hnas.search.oracle.QueryLog states the rule for both kinds);
+- `index(arch)`: the architecture's official benchmark index; `archs`: every architecture it answers for,
+  where it can list them;
+- `test_columns` ({dataset: column name}) and `test_accs(arch)` ({dataset: accuracy}): the test accuracies
+  a result reports (for reports only; no algorithm sees them);
+- `targets` ((dataset, split, epochs), ...) and `accuracy(arch, dataset, split, epochs)`: the accuracies
+  a correlation report ranks metrics against.
+
+`create_oracle` builds one, `default_oracle(space)` names the first registered for a space.
 
     oracle = create_oracle("nb201-table", dataset="cifar10-valid", epochs=12)
 """
@@ -27,6 +38,7 @@ class Outcome:
 def register_oracle(name, space):
     def add(cls):
         ORACLES.register(name)(cls)
+        cls.name = name
         _SPACE_OF[name] = space
         return cls
 
@@ -72,27 +84,20 @@ def official_index(space, arch):
     return official_indexer(space)(arch)
 
 
-# ---- NAS-Bench-201 ----------------------------------------------------------------------------------------
-# Datasets whose 200-epoch test accuracy an NB201 result reports, and their short column keys.
-TEST_DATASETS = ("cifar10", "cifar100", "ImageNet16-120")
-TEST_KEYS = {"cifar10": "cifar10", "cifar100": "cifar100", "ImageNet16-120": "imagenet16"}
-TEST_EPOCHS = 200
-
-
-def test_column(dataset):
-    """Column name of a test accuracy a result reports, e.g. `cifar10_test_acc_200ep` (NB201's datasets by
-    their short keys)."""
-    return f"{TEST_KEYS.get(dataset, dataset)}_test_acc_{TEST_EPOCHS}ep"
-
-
 class BenchmarkOracle:
-    """Answers from a benchmark table that follows hnas.benchmarks.nb201.NB201Table (`archs`, `index_of`,
-    `accuracy`, `train_time`): the validation accuracy after `epochs` on `dataset`, at the cost of that
-    training's recorded time. A lookup knows the cost before the query (`cost_in_advance`)."""
+    """Answers from a benchmark table with `archs`, `index_of`, `accuracy(arch, dataset, split, epochs)` and
+    `train_time(arch, dataset, epochs)`: the validation accuracy after `epochs` on `dataset`, at the cost of
+    that training's recorded time. A lookup knows the cost before the query (`cost_in_advance`).
 
-    test_datasets = TEST_DATASETS
+    Subclasses name the table's test accuracies (`test_columns`, at `test_epochs`) and correlation `targets`.
+    """
 
-    def __init__(self, table, dataset="cifar10-valid", epochs=12):
+    name = "benchmark"
+    test_columns = {}
+    test_epochs = None
+    targets = ()
+
+    def __init__(self, table, dataset, epochs):
         self.table = table
         self.dataset = dataset
         self.epochs = int(epochs)
@@ -109,20 +114,30 @@ class BenchmarkOracle:
         return float(self.table.train_time(arch, self.dataset, self.epochs))
 
     def query(self, arch):
-        return Outcome(val_acc=float(self.table.accuracy(arch, self.dataset, "valid", self.epochs)),
+        return Outcome(val_acc=self.accuracy(arch, self.dataset, "valid", self.epochs),
                        cost_s=self.cost_in_advance(arch))
 
+    def accuracy(self, arch, dataset, split, epochs):
+        return float(self.table.accuracy(arch, dataset, split, epochs))
+
     def test_accs(self, arch):
-        return {ds: float(self.table.accuracy(arch, ds, "test", TEST_EPOCHS)) for ds in TEST_DATASETS}
+        return {ds: self.accuracy(arch, ds, "test", self.test_epochs) for ds in self.test_columns}
 
     def describe(self):
         """What a query returns, for result files."""
-        return {"dataset": self.dataset, "split": "valid", "epochs": self.epochs}
+        return {"oracle": self.name, "dataset": self.dataset, "split": "valid", "epochs": self.epochs}
 
 
 @register_oracle("nb201-table", space="nb201")
 class NB201TableOracle(BenchmarkOracle):
-    """NAS-Bench-201's compact table (the data folder's, else the one shipped with hnas)."""
+    """NAS-Bench-201's compact table (the data folder's, else the one shipped with hnas); results report the
+    200-epoch test accuracy on its three datasets."""
+
+    test_columns = {"cifar10": "cifar10_test_acc_200ep", "cifar100": "cifar100_test_acc_200ep",
+                    "ImageNet16-120": "imagenet16_test_acc_200ep"}
+    test_epochs = 200
+    targets = (("cifar10", "test", 200), ("cifar100", "test", 200), ("ImageNet16-120", "test", 200),
+               ("cifar10-valid", "valid", 12), ("cifar100", "valid", 12), ("ImageNet16-120", "valid", 12))
 
     def __init__(self, dataset="cifar10-valid", epochs=12, table=None):
         if table is None:

@@ -111,7 +111,7 @@ def speed(args, device):
     from hnas.metrics import compute_metrics
     from hnas.spaces import nb201
 
-    archs = nb201.sample(args.archs, seed=args.seed)
+    archs = nb201.NB201Space().sample_distinct(args.archs, seed=args.seed)
     x, y = probe_batch(args.batch, device)
     sets = {"nine": NINE, "hnas": HNAS}
     if args.each:

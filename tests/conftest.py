@@ -38,6 +38,13 @@ def compose(*overrides):
         return hydra_compose(config_name="config", overrides=list(overrides))
 
 
+def configure(*overrides):
+    """The typed config (hnas.config.validate) a stage gets from `python run.py <overrides>`."""
+    from hnas.config import validate
+
+    return validate(compose(*overrides))
+
+
 def benchmark_text():
     """The text of the NB201 benchmark table in use: the data folder's nb201.csv, else the shipped copy."""
     import gzip

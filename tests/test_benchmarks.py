@@ -109,7 +109,7 @@ def test_bad_lookups_explain_themselves(table, call, expected):
 def test_space_index_mapping_round_trips(table):
     for index, arch in enumerate(table.archs):
         assert table.index_of(arch) == index
-    for arch in space.sample(200, seed=1):
+    for arch in space.NB201Space().sample_distinct(200, seed=1):
         assert table.archs[table.index_of(arch)] == arch
     assert sorted(table.archs) == sorted(space.all_archs())
 

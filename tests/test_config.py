@@ -1,3 +1,4 @@
+import dataclasses
 import importlib
 import math
 import subprocess
@@ -11,11 +12,11 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 from torch import nn
 
-from conftest import REPO, compose
+from conftest import REPO, compose, configure
 from hnas import data
-from hnas.config import STAGE_SCHEMAS, validate
+from hnas.config import STAGE_SCHEMAS, group_options
 from hnas.metrics import compute_metrics, list_metrics
-from hnas.search import SEARCHES, run_search, search_config
+from hnas.search import SEARCHES, run_search
 from hnas.spaces import create_space, list_spaces, space_options
 
 CONF = REPO / "conf"
@@ -51,16 +52,15 @@ def test_registries_and_conf_agree():
     # every registered search algorithm has a schema and a yaml option, and nothing else has either
     assert set(SEARCHES.names()) == set(yaml_options("search"))
     assert all(is_dataclass(SEARCHES.get(name).schema) for name in SEARCHES.names())
-    # every registered space has a conf/space yaml
-    assert set(list_spaces()) <= set(yaml_options("space"))
+    # every registered space is a space option (a conf/space yaml, or stored by whoever registers it)
+    assert set(list_spaces()) <= set(group_options("space"))
     # every dataset hnas.data reads is a dataset option
     assert set(data.NAMES) == set(yaml_options("dataset"))
 
 
 @pytest.mark.parametrize("option", SPACE_OPTIONS)
 def test_space_option_builds_a_network(option):
-    cfg = compose(f"space={option}")
-    validate(cfg)
+    cfg = configure(f"space={option}")
     assert cfg.space.name == option and option in list_spaces()
     space = create_space(cfg.space.name, **space_options(cfg.space))
     assert space.name == option
@@ -78,16 +78,13 @@ def test_space_option_builds_a_network(option):
 def test_search_option_builds_and_runs(option):
     from hnas.search.testing import constructed_problem
 
-    cfg = compose(f"search={option}")
-    validate(cfg)
+    cfg = configure(f"search={option}")
     assert cfg.search.name == option
-    assert OmegaConf.get_type(cfg.search) is SEARCHES.get(option).schema
-    scfg = search_config(cfg.search)
-    assert type(scfg) is SEARCHES.get(option).schema
-    algorithm = SEARCHES.get(option)(scfg)
+    assert type(cfg.search) is SEARCHES.get(option).schema  # typed once, at the entry point
+    algorithm = SEARCHES.get(option)(cfg.search)
     assert set(algorithm.metric_names(cfg.metric.name)) <= set(list_metrics())
     # the composed settings, with a 3-query limit, run on the toy problem (256 architectures)
-    settings = {**OmegaConf.to_container(cfg.search), "queries": 3, "budget_s": None}
+    settings = {**dataclasses.asdict(cfg.search), "queries": 3, "budget_s": None}
     problem, _ = constructed_problem(seed=0)
     result = run_search(settings, problem)
     assert result.algorithm == option
@@ -103,8 +100,7 @@ def tiny_model():
 
 @pytest.mark.parametrize("option", METRIC_OPTIONS)
 def test_metric_option_computes_on_a_tiny_model(option):
-    cfg = compose(f"metric={option}")
-    validate(cfg)
+    cfg = configure(f"metric={option}")
     assert cfg.metric.name == option
     generator = torch.Generator().manual_seed(0)
     inputs = torch.randn(4, 3, 8, 8, generator=generator)
@@ -116,17 +112,15 @@ def test_metric_option_computes_on_a_tiny_model(option):
 
 @pytest.mark.parametrize("option", yaml_options("dataset"))
 def test_dataset_option_has_the_datasets_classes(option):
-    cfg = compose(f"dataset={option}")
-    validate(cfg)
+    cfg = configure(f"dataset={option}")
     assert cfg.dataset.name == option
     assert cfg.dataset.num_classes == data.num_classes(cfg.dataset.name)
 
 
 @pytest.mark.parametrize("option", yaml_options("stage"))
 def test_stage_option_is_a_stage_that_runs(option):
-    cfg = compose(f"stage={option}")
-    validate(cfg)
-    assert cfg.stage.name == option and OmegaConf.get_type(cfg.stage) is STAGE_SCHEMAS[option]
+    cfg = configure(f"stage={option}")
+    assert cfg.stage.name == option and type(cfg.stage) is STAGE_SCHEMAS[option]
     stage = importlib.import_module(f"hnas.stages.{cfg.stage.name}")  # what hnas.app.execute runs
     assert callable(stage.run)
 
@@ -135,8 +129,7 @@ def test_stage_option_is_a_stage_that_runs(option):
 def test_paths_option_reads_the_environment(option, monkeypatch, tmp_path):
     monkeypatch.setenv("HNAS_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.delenv("HNAS_RESULTS_DIR")
-    cfg = compose(f"paths={option}")
-    validate(cfg)
+    cfg = configure(f"paths={option}")
     assert cfg.paths.data_dir == str(tmp_path / "data")
     assert cfg.paths.results_dir == str(tmp_path / "data" / "results")
 
@@ -146,8 +139,7 @@ def test_experiment_option_validates_and_names_a_shipped_table(option):
     from hnas import paths
     from hnas.metric_table import TableSettings
 
-    cfg = compose(f"experiment={option}")
-    validate(cfg)
+    cfg = configure(f"experiment={option}")
     # a preset searches on a metric table shipped with hnas (conf/experiment/: nothing to compute)
     name = TableSettings.from_config(cfg).name
     assert (paths.embedded_dir() / "metric-tables" / name / "meta.json").is_file(), name

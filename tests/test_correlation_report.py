@@ -8,11 +8,11 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from conftest import compose
+from conftest import configure
 from hnas import paths
-from hnas.benchmarks.nb201 import load_table
 from hnas.metric_table import MetricTable, TableSettings
-from hnas.reports.correlation import PLOTTED, attach_accuracies, correlation_report, scatter_figure
+from hnas.oracles import create_oracle
+from hnas.reports.correlation import attach_accuracies, correlation_report, plotted, scatter_figure
 
 # snip and grad_norm rank well, synflow spans 40 decades (symlog axis), params is the same for every network
 # of the reference layout (no correlation defined).
@@ -24,7 +24,7 @@ def shipped_metrics():
     """The frame of the shipped reference-layout metric table: real metric values of a few hundred archs.
 
     The test's results folder is empty (conftest), so the only table of these settings is the shipped one."""
-    settings = TableSettings.from_config(compose("experiment=hnas_nb201"))
+    settings = TableSettings.from_config(configure("experiment=hnas_nb201"))
     table = MetricTable.existing(paths.results_dir(), settings)
     assert [layer.parent for layer in table.layers] == [paths.embedded_dir() / "metric-tables"]
     return table.frame()
@@ -38,21 +38,25 @@ def _shown(title):
 
 
 def test_scatter_panels_show_the_correlations_of_the_report(tmp_path):
-    bench = load_table()
+    oracle = create_oracle("nb201-table")
+    bench = oracle.table
     shipped = shipped_metrics()
-    corr = correlation_report(shipped, bench, METRICS, tmp_path)
+    corr = correlation_report(shipped, oracle, METRICS, tmp_path)
+    targets = [("cifar10", "test", 200), ("cifar100", "test", 200), ("ImageNet16-120", "test", 200)]
+    assert plotted(oracle) == [f"{d} {s} {e}ep" for d, s, e in targets]
 
     # The figure is written, one row of panels per metric.
     pixels = matplotlib.image.imread(tmp_path / "scatter.png")
-    assert pixels.shape[:2] == (3 * len(METRICS) * 80, 4 * len(PLOTTED) * 80)  # figsize x dpi 80
+    assert pixels.shape[:2] == (3 * len(METRICS) * 80, 4 * len(targets) * 80)  # figsize x dpi 80
     assert pixels[..., :3].std() > 0.05
 
     written = pd.read_csv(tmp_path / "correlation.csv").set_index(["metric", "target"])
-    frame = attach_accuracies(shipped, bench)
-    fig = scatter_figure(frame, corr, METRICS)
-    axes = np.array(fig.axes).reshape(len(METRICS), len(PLOTTED))
+    frame = attach_accuracies(shipped, oracle)
+    fig = scatter_figure(frame, corr, METRICS, plotted(oracle))
+    axes = np.array(fig.axes).reshape(len(METRICS), len(targets))
     for r, metric in enumerate(METRICS):
-        for c, (target, dataset, split, epochs) in enumerate(PLOTTED):
+        for c, (dataset, split, epochs) in enumerate(targets):
+            target = f"{dataset} {split} {epochs}ep"
             rho, tau = _shown(axes[r][c].get_title())
             # The numbers shown are correlation.csv's ...
             row = written.loc[(metric, target)]

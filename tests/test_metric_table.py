@@ -12,8 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import DATA, REPO, compose, needs_data
-from hnas.config import validate
+from conftest import DATA, REPO, configure, needs_data
 from hnas.errors import HnasError
 from hnas.metric_table import MetricTable, TableSettings
 from hnas.stages import precompute
@@ -37,8 +36,7 @@ def run_precompute(data_dir, results_dir, *overrides):
     """(table settings, summary) of a precompute run on the data folder `data_dir`."""
     os.environ["HNAS_DATA_DIR"] = str(data_dir)
     try:
-        cfg = compose("stage=precompute", "stage.metrics=[snip]", "probe.batch_size=8", *overrides)
-        validate(cfg)
+        cfg = configure("stage=precompute", "stage.metrics=[snip]", "probe.batch_size=8", *overrides)
         out = results_dir.parent / f"out{time.monotonic_ns()}"
         out.mkdir()
         summary = precompute.run(cfg, out)

@@ -10,13 +10,12 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import REPO, compose
+from conftest import REPO, configure
 from hnas import metric_source
 from hnas.benchmarks.nb201 import load_table
-from hnas.config import validate
 from hnas.errors import HnasError
 from hnas.metric_table import MetricTable, TableSettings
-from hnas.spaces import nb201
+from hnas.spaces import create_space
 from hnas.stages import precompute
 
 CHEAP = "stage.metrics=[grad_norm,snip,params]"
@@ -25,9 +24,8 @@ METRIC_COLUMNS = ["grad_norm", "snip", "params"]
 
 
 def run_stage(tmp_path, *overrides):
-    """What `run.py` does: validate the config, then run the stage."""
-    cfg = compose(*COMMON, *overrides)
-    validate(cfg)
+    """What `run.py` does: the typed config, then the stage."""
+    cfg = configure(*COMMON, *overrides)
     out = tmp_path / f"out{time.monotonic_ns()}"
     out.mkdir()
     precompute.run(cfg, out)
@@ -44,7 +42,7 @@ def test_precompute_writes_table_with_sidecar(tmp_path, results_dir):
     folder = results_dir / "metric-tables" / TableSettings.from_config(cfg).name
     frame = pd.read_csv(folder / "table.csv")
     assert list(frame.columns) == ["index", "arch", *sorted(METRIC_COLUMNS), "seconds"]
-    assert sorted(frame["arch"]) == sorted(nb201.sample(4, seed=0))
+    assert sorted(frame["arch"]) == sorted(create_space("nb201").sample_distinct(4, seed=0))
     assert (frame["seconds"] > 0).all()
     bench = load_table()
     assert all(frame["index"][i] == bench.index_of(a) for i, a in enumerate(frame["arch"]))
@@ -114,7 +112,7 @@ def test_kill_and_rerun_resumes_to_the_uninterrupted_table(tmp_path, results_dir
         f.write('{"arch": "|nor_conv_3x3~0|+|no')
     subprocess.run([sys.executable, "run.py", *overrides], cwd=REPO, env=env, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    cfg = compose(*COMMON, "stage.limit=10")
+    cfg = configure(*COMMON, "stage.limit=10")
     resumed = table_of(cfg, tmp_path / "killed")
     assert len(rows.read_text().splitlines()) == 10  # each architecture computed once, partial line gone
     run_stage(tmp_path, "stage.limit=10")
@@ -188,9 +186,9 @@ def test_a_batch_larger_than_the_dataset_leaves_no_folder(tmp_path, results_dir)
 
 def test_metric_lookup_reads_the_table_and_computes_missing(tmp_path, results_dir):
     cfg = run_stage(tmp_path, "stage.limit=2")
-    known = nb201.sample(2, seed=0)
-    fresh = nb201.sample(3, seed=99)[0]
-    lookup = metric_source.MetricSource(TableSettings.from_config(compose(*COMMON)), torch.device("cpu"),
+    known = create_space("nb201").sample_distinct(2, seed=0)
+    fresh = create_space("nb201").sample_distinct(3, seed=99)[0]
+    lookup = metric_source.MetricSource(TableSettings.from_config(configure(*COMMON)), torch.device("cpu"),
                                         ["snip", "grad_norm"])
     values = lookup([*known, fresh])
     table = table_of(cfg, results_dir).set_index("arch")
@@ -201,16 +199,17 @@ def test_metric_lookup_reads_the_table_and_computes_missing(tmp_path, results_di
 
 
 def test_correlation_report_on_a_small_table(tmp_path):
-    from hnas.benchmarks.nb201 import load_table
+    from hnas.oracles import create_oracle
     from hnas.reports.correlation import correlation_report
 
-    bench = load_table()
-    archs = nb201.sample(40, seed=2)
+    oracle = create_oracle("nb201-table")
+    bench = oracle.table
+    archs = create_space("nb201").sample_distinct(40, seed=2)
     index = [bench.index_of(a) for a in archs]
     truth = bench.column("cifar10", "test", 200)[index]
     frame = pd.DataFrame({"index": index, "arch": archs, "oracle": truth, "anti": -truth, "constant": 7.0,
                           "seconds": 1.0})
-    corr = correlation_report(frame, bench, ["oracle", "anti", "constant"], tmp_path)
+    corr = correlation_report(frame, oracle, ["oracle", "anti", "constant"], tmp_path)
     row = corr.set_index(["metric", "target"])
     assert row.loc[("oracle", "cifar10 test 200ep"), "spearman"] == pytest.approx(1.0)
     assert row.loc[("anti", "cifar10 test 200ep"), "kendall"] == pytest.approx(-1.0)
@@ -226,27 +225,27 @@ def test_search_can_draw_only_from_a_precomputed_table(tmp_path):
     from hnas.stages import search
 
     run_stage(tmp_path, "stage.limit=6", "stage.metrics=[grad_norm,condnum]")
-    cfg = compose("stage=search", "search=hnas", "metric=grad_norm", "dataset=fake", "probe.batch_size=8",
+    cfg = configure("stage=search", "search=hnas", "metric=grad_norm", "dataset=fake", "probe.batch_size=8",
                   "search.universe=metric_table", "search.queries=4", "search.n_sample=5")
     out = tmp_path / "search"
     search.run(cfg, out, tensorboard=False)
     queried = json.loads((out / "result.json").read_text())
     archs = set(pd.read_csv(out / "queries.csv")["arch"])
-    assert len(archs) == 4 and archs <= set(nb201.sample(6, seed=0))
+    assert len(archs) == 4 and archs <= set(create_space("nb201").sample_distinct(6, seed=0))
     assert queried["arch"] in archs
     with pytest.raises(HnasError, match="no metric table for these settings"):
-        search.run(compose("stage=search", "metric=snip", "dataset=fake", "search.universe=metric_table"), out)
+        search.run(configure("stage=search", "metric=snip", "dataset=fake", "search.universe=metric_table"), out)
 
 
 def test_correlation_stage_reads_the_table_of_its_settings(tmp_path):
     from hnas.stages import report
 
-    cfg = compose("stage=report", "stage.kind=correlation", *COMMON[1:3])
+    cfg = configure("stage=report", "stage.kind=correlation", *COMMON[1:3])
     with pytest.raises(HnasError, match="no metric table for these settings"):
         report.run(cfg, tmp_path)
     run_stage(tmp_path, "stage.limit=4")
     corr = report.run(cfg, tmp_path)
     assert set(corr["metric"]) == set(METRIC_COLUMNS) and (tmp_path / "correlation.md").exists()
     with pytest.raises(HnasError, match="no column"):
-        report.run(compose("stage=report", "stage.kind=correlation", "stage.metrics=[synflow]", *COMMON[1:3]),
+        report.run(configure("stage=report", "stage.kind=correlation", "stage.metrics=[synflow]", *COMMON[1:3]),
                    tmp_path)

@@ -69,6 +69,53 @@ def test_reinforce_policy_learns():
     assert np.mean(vals[-50:]) > np.mean(vals[:50]) + 2.0
 
 
+class RaggedSpace:
+    """Decisions of 2, 3 and 5 options (as a graph space's edge bits beside its ops): 30 architectures."""
+
+    name = "ragged"
+    decisions = (("0", "1"), ("a", "b", "c"), ("p", "q", "r", "s", "t"))
+    size = 30
+
+    def encode(self, arch):
+        return tuple(arch)
+
+    def decode(self, choices):
+        return "".join(choices)
+
+
+def test_reinforce_runs_on_decisions_of_different_widths():
+    import itertools
+
+    from hnas.oracles import Outcome
+
+    archs = ["".join(c) for c in itertools.product(*RaggedSpace.decisions)]
+    best = "1ct"
+
+    class Oracle:
+        test_columns = {}
+
+        def index(self, arch):
+            return archs.index(arch)
+
+        def query(self, arch):
+            return Outcome(val_acc=float(sum(a == b for a, b in zip(arch, best))) * 10, cost_s=1.0)
+
+        def test_accs(self, arch):
+            return {}
+
+        def describe(self):
+            return {}
+
+    from hnas.search import Problem
+
+    problem = Problem(space=Universe(RaggedSpace(), archs), oracle=Oracle(), seed=0)
+    result = run_search({"name": "reinforce", "queries": 300, "budget_s": None, "learning_rate": 0.1}, problem)
+    queried = [r["arch"] for r in result.records]
+    assert set(queried) <= set(archs)  # a masked option is never drawn
+    assert {a[2] for a in queried} == set("pqrst")  # every option of the widest decision is
+    assert np.mean([r["val_acc"] for r in result.records][-50:]) > 25  # it learns (random: 10 + 10/3 + 2)
+
+
 def test_training_free_top1_makes_no_query():
     problem, _ = constructed_problem(seed=0)
     result = run_search({"name": "training_free", "candidates": 2000}, problem)

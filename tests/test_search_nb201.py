@@ -5,10 +5,9 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from omegaconf import OmegaConf
 
-from conftest import compose
-from hnas.oracles import BenchmarkOracle
+from conftest import configure
+from hnas.oracles import NB201TableOracle
 from hnas.search import Problem, Universe, run_search
 from hnas.spaces import create_space
 from hnas.search.testing import MetricDict
@@ -30,12 +29,12 @@ def noisy_metric(table):
     """
     acc = table.column("cifar10-valid", "valid", 12)
     m = 1000.0 + 40.0 * acc + np.random.RandomState(123).normal(0.0, 200.0, len(acc))
-    return {arch: {"fake": float(m[i]), "condnum": 100.0} for i, arch in enumerate(table.archs)}
+    return {arch: {"snip": float(m[i]), "condnum": 100.0} for i, arch in enumerate(table.archs)}
 
 
 def problem(table, metric, seed):
-    return Problem(space=Universe(create_space("nb201"), table.archs), oracle=BenchmarkOracle(table), seed=seed,
-                   metric="fake", metrics_of=MetricDict(metric, seconds_per_arch=0.1))
+    return Problem(space=Universe(create_space("nb201"), table.archs), oracle=NB201TableOracle(table=table), seed=seed,
+                   metric="snip", metrics_of=MetricDict(metric, seconds_per_arch=0.1))
 
 
 def test_hnas_finds_good_architectures(table, noisy_metric):
@@ -62,9 +61,11 @@ def test_pools_are_the_reference_pools(table):
         assert space.sample(2000, ours) == [table.archs[i] for i in reference.choice(15625, 2000)]
 
 
-def _cfg(search, metric="fake", seed=0):
-    return OmegaConf.create({"seed": seed, "device": "cpu", "space": {"name": "nb201", "layout": "compact"},
-                             "metric": {"name": metric}, "search": search})
+def _cfg(search, metric="snip", seed=0):
+    """The typed config of a search run with the search settings `search` ({"name": ..., key: value})."""
+    settings = [f"search.{key}={'null' if value is None else value}" for key, value in search.items() if key != "name"]
+    return configure("stage=search", f"search={search['name']}", f"metric={metric}", f"seed={seed}", "device=cpu",
+                     *settings)
 
 
 def test_stage_writes_result_queries_log_and_tensorboard(table, noisy_metric, tmp_path, caplog):
@@ -72,11 +73,11 @@ def test_stage_writes_result_queries_log_and_tensorboard(table, noisy_metric, tm
     payload = stage.run(_cfg({"name": "hnas", "queries": 7}), tmp_path,
                         metrics_of=MetricDict(noisy_metric, seconds_per_arch=0.1))
     result = json.loads((tmp_path / "result.json").read_text())
-    assert result["algorithm"] == "hnas" and result["metric"] == "fake" and result["seed"] == 0
+    assert result["algorithm"] == "hnas" and result["metric"] == "snip" and result["seed"] == 0
     assert result["n_queries"] == 7 and result["index"] == table.index_of(result["arch"])
     assert set(result["test_acc"]) == {"cifar10", "cifar100", "ImageNet16-120"}
-    assert result["query"] == {"dataset": "cifar10-valid", "split": "valid", "epochs": 12}
-    assert result["config"]["search"] == {"name": "hnas", "queries": 7}
+    assert result["query"] == {"oracle": "nb201-table", "dataset": "cifar10-valid", "split": "valid", "epochs": 12}
+    assert result["config"]["search"] == result["search_config"] and result["config"]["search"]["queries"] == 7
     assert result["search_config"]["scale"] == 5e3 and result["metric_s"] > 0
     assert payload["arch"] == result["arch"]
     queries = pd.read_csv(tmp_path / "queries.csv")
@@ -121,8 +122,8 @@ def test_stage_needs_a_known_space_with_an_oracle(tmp_path):
 
 @pytest.mark.parametrize("name", ["hnas", "random", "rea", "reinforce", "training_free"])
 def test_stage_runs_every_option_of_the_composed_config(name, table, noisy_metric, tmp_path):
-    cfg = compose(f"search={name}", "metric=snip", "seed=3", "search.queries=6", "search.budget_s=null")
-    snip = MetricDict({a: {"snip": v["fake"], "condnum": v["condnum"]} for a, v in noisy_metric.items()})
+    cfg = configure(f"search={name}", "metric=snip", "seed=3", "search.queries=6", "search.budget_s=null")
+    snip = MetricDict(noisy_metric)
     payload = stage.run(cfg, tmp_path, metrics_of=snip, tensorboard=False)
     assert payload["algorithm"] == name and payload["seed"] == 3
     assert payload["n_queries"] == (0 if name == "training_free" else 6)
@@ -147,7 +148,7 @@ def test_whole_space_rea_and_reinforce_are_the_runs_recorded_before_universes_we
     }
     for name, indices in expected.items():
         result = run_search({"name": name, "queries": 25, "budget_s": None},
-                            Problem(space=space, oracle=BenchmarkOracle(table), seed=4))
+                            Problem(space=space, oracle=NB201TableOracle(table=table), seed=4))
         assert [r["index"] for r in result.records] == indices
 
 
@@ -159,7 +160,7 @@ def test_rea_and_reinforce_stay_in_a_universe_of_nb201(table, name, size):
     assert not space.is_whole
     for seed in range(2):
         result = run_search({"name": name, "queries": 25, "budget_s": None},
-                            Problem(space=space, oracle=BenchmarkOracle(table), seed=seed))
+                            Problem(space=space, oracle=NB201TableOracle(table=table), seed=seed))
         assert result.n_queries == 25 and {r["arch"] for r in result.records} <= set(members)
 
 
@@ -169,12 +170,12 @@ def test_stage_searches_only_the_architectures_of_a_small_metric_table(tmp_path)
     from hnas.stages import precompute
 
     common = ("dataset=fake", "probe.batch_size=8", "metric=params")
-    precompute.run(compose("stage=precompute", "stage.metrics=[params]", "stage.limit=5", *common),
+    precompute.run(configure("stage=precompute", "stage.metrics=[params]", "stage.limit=5", *common),
                    tmp_path / "precompute")
-    members = set(nb201.sample(5, seed=0))
+    members = set(create_space("nb201").sample_distinct(5, seed=0))
     for name in ("rea", "reinforce"):
         out = tmp_path / name
-        payload = stage.run(compose("stage=search", f"search={name}", "search.universe=metric_table",
+        payload = stage.run(configure("stage=search", f"search={name}", "search.universe=metric_table",
                                              "search.queries=20", *common), out, tensorboard=False)
         assert payload["n_queries"] == 20 and payload["arch"] in members
         assert set(pd.read_csv(out / "queries.csv")["arch"]) <= members

@@ -10,9 +10,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from hnas.callbacks import SweepSummary
-from hnas.oracles import TEST_DATASETS, BenchmarkOracle
-from hnas.reports.search_report import (best_so_far_curve, budget_figure, draw_budget_figure, load_results,
-                                        paper_table, run_report, summarize_sweep)
+from hnas.oracles import NB201TableOracle
+from hnas.reports.results import load_results, summarize_sweep
+from hnas.reports.search_report import best_so_far_curve, budget_figure, draw_budget_figure, optimum, paper_table, run_report
 from hnas.search import run_search
 from hnas.search.testing import constructed_problem
 from hnas.stages.search import write_outputs
@@ -56,13 +56,16 @@ def test_job_folders_hold_the_run_files(sweep):
     tests = ["best_cifar10_test_acc_200ep", "best_cifar100_test_acc_200ep", "best_imagenet16_test_acc_200ep"]
     assert list(queries.columns) == ["step", "arch", "index", "t", "c", "score", "val_acc", "cost_s", "cum_cost_s",
                                      "best_arch", "best_index", "best_val_acc", *tests]
-    assert len(queries) == payload["n_queries"] == 8 and list(payload["test_acc"]) == list(TEST_DATASETS)
+    assert len(queries) == payload["n_queries"] == 8
+    assert payload["test_columns"] == NB201TableOracle.test_columns
+    assert list(payload["test_acc"]) == ["cifar10", "cifar100", "ImageNet16-120"]
+    assert payload["query"] == {"oracle": "nb201-table", "dataset": "cifar10-valid", "split": "valid", "epochs": 12}
     assert not list(folder.glob(".*.tmp"))  # atomic writes leave no temporary file
 
 
 def test_summary_groups_settings_and_averages_seeds(sweep):
     root, results = sweep
-    summary = summarize_sweep(root)
+    _, summary = summarize_sweep(root)
     assert list(summary.columns[:3]) == ["algorithm", "metric", "search.queries"]
     assert len(summary) == 4  # hnas, random, random with 3 queries, training_free
     assert set(summary["n_seeds"]) == {3}  # the metric=other random runs repeat metric=fake's: counted once
@@ -139,6 +142,9 @@ BAD_RESULTS = {  # id: (how a good result.json is broken, what the warning must 
     "text-seed": (lambda r: {**r, "seed": "0"}, "'seed' is not an integer"),
     "text-overrides": (lambda r: {**r, "overrides": "seed=0"}, "'overrides' is not a list of strings"),
     "number-metric": (lambda r: {**r, "metric": 5}, "'metric' is not a string"),
+    "no-test-columns": (lambda r: _without(r, "test_columns"), "'test_columns' is missing or not an object"),
+    "number-column": (lambda r: {**r, "test_columns": {"cifar10": 1}}, "'test_columns' is missing or not an"),
+    "text-query": (lambda r: {**r, "query": "cifar10-valid"}, "'query' is not an object"),
 }
 
 
@@ -151,14 +157,27 @@ def test_reports_skip_result_files_that_lack_what_they_need(sweep, tmp_path, cap
     bad_dir = tmp_path / "runs" / "bad"
     payload = _copy_run(source, bad_dir)
     (bad_dir / "result.json").write_text(json.dumps(breaks(payload)))
-    frame = load_results([tmp_path / "runs"])
+    frame = load_results([tmp_path / "runs"]).frame
     assert frame["run_dir"].tolist() == [str((tmp_path / "runs" / "good").resolve())]
     assert frame["cifar10_test_acc_200ep"].tolist() == [good["test_acc"]["cifar10"]]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any(str(bad_dir.resolve() / "result.json") in w and message in w for w in warnings), warnings
     # The whole report still runs on what is left.
-    written = run_report([tmp_path / "runs"], tmp_path / "report", table=constructed_problem()[1])
+    written = run_report([tmp_path / "runs"], tmp_path / "report", oracle=constructed_problem()[0].oracle)
     assert written["runs"] == 1 and (tmp_path / "report" / "budget_figure.png").is_file()
+
+
+def test_runs_of_different_oracles_are_not_mixed_in_one_report(sweep, tmp_path):
+    from hnas.errors import HnasError
+
+    root, _ = sweep
+    source = next(p for p in root.iterdir() if p.name.startswith("0_"))
+    _copy_run(source, tmp_path / "a")
+    other = _copy_run(source, tmp_path / "b")
+    other["test_columns"] = {"cifar10": "cifar10_test_acc_90ep"}
+    (tmp_path / "b" / "result.json").write_text(json.dumps(other))
+    with pytest.raises(HnasError, match="runs of different oracles need separate reports"):
+        run_report([tmp_path], tmp_path / "report")
 
 
 def test_report_of_only_unusable_results_says_so(tmp_path):
@@ -172,15 +191,15 @@ def test_report_of_only_unusable_results_says_so(tmp_path):
 
 def test_paper_table_with_optimum(sweep, tmp_path):
     root, _ = sweep
-    _, table = constructed_problem()
-    frame = paper_table([root], tmp_path, table=table)
+    problem, _ = constructed_problem()
+    frame = paper_table(load_results([root]), tmp_path, best=optimum(problem.oracle))
     assert (tmp_path / "paper_table.csv").is_file()
     text = (tmp_path / "paper_table.md").read_text()
     assert "| HNAS (fake) |" in text and "| Random (queries=3) |" in text and "| Random |" in text
     assert "optimum" in text
-    optimum = frame[frame.method == "optimum"].iloc[0]
-    assert optimum["cifar10_test_acc_200ep_mean"] == 95.0  # val peaks at 100, cifar10 test = val - 5
-    assert optimum["imagenet16_test_acc_200ep_mean"] == 50.0
+    best = frame[frame.method == "optimum"].iloc[0]
+    assert best["cifar10_test_acc_200ep_mean"] == 95.0  # val peaks at 100, cifar10 test = val - 5
+    assert best["imagenet16_test_acc_200ep_mean"] == 50.0
 
 
 def test_best_so_far_curve_is_a_step_function_of_cost(sweep):
@@ -199,8 +218,8 @@ def test_budget_figure_is_written_and_not_blank(sweep, tmp_path):
     import matplotlib.image
 
     root, _ = sweep
-    _, table = constructed_problem()
-    path = budget_figure([root], tmp_path, table=table, budget_max=1000.0)
+    problem, _ = constructed_problem()
+    path = budget_figure(load_results([root]), tmp_path, best=optimum(problem.oracle), budget_max=1000.0)
     assert path.is_file() and path.stat().st_size > 20_000
     pixels = matplotlib.image.imread(path)
     assert pixels.shape[1] > 1000 and pixels[..., :3].std() > 0.05
@@ -209,8 +228,8 @@ def test_budget_figure_is_written_and_not_blank(sweep, tmp_path):
 def test_run_report_from_sweep_and_single_run_folders(sweep, tmp_path):
     root, _ = sweep
     single = next(p for p in root.iterdir() if p.name.startswith("0_"))
-    _, table = constructed_problem()
-    written = run_report([root, single], tmp_path, table=table)
+    problem, _ = constructed_problem()
+    written = run_report([root, single], tmp_path, oracle=problem.oracle)
     assert written["runs"] == 12  # the single run is part of the sweep: not counted twice
     for name in ("summary.csv", "summary.md", "paper_table.csv", "paper_table.md", "budget_figure.png"):
         assert (tmp_path / name).is_file()
@@ -240,7 +259,7 @@ def nb201_runs(tmp_path_factory):
     """Run folders of hnas.stages.search.run on the NB201 table, one per setting (averaging over seeds is the
     sweep fixture's part), with the overrides a Hydra run records; metric values: a noisy function of the
     12-epoch validation accuracy."""
-    from conftest import compose
+    from conftest import configure
 
     from hnas.benchmarks.nb201 import load_table
     from hnas.search.testing import MetricDict
@@ -255,14 +274,15 @@ def nb201_runs(tmp_path_factory):
         for job, overrides in enumerate(NB201_SETTINGS):
             command = [*overrides, "seed=0"]
             patch.setattr(stage, "_overrides", lambda command=command: command)
-            stage.run(compose("stage=search", *command), root / str(job), oracle=BenchmarkOracle(table),
+            stage.run(configure("stage=search", *command), root / str(job), oracle=NB201TableOracle(table=table),
                       metrics_of=MetricDict(values), tensorboard=False)
     return root, table
 
 
 def test_paper_table_and_figure_name_methods_as_a_paper_does(nb201_runs, tmp_path):
     root, table = nb201_runs
-    frame = paper_table([root], tmp_path, table=table)
+    runs, best = load_results([root]), optimum(NB201TableOracle(table=table))
+    frame = paper_table(runs, tmp_path, best=best)
     methods = frame[frame.method != "optimum"]
     assert sorted(methods.method) == sorted(NB201_SETTINGS.values())
     # The CSV keeps the settings apart: each label sits on the row of the overrides it was given for.
@@ -277,7 +297,7 @@ def test_paper_table_and_figure_name_methods_as_a_paper_does(nb201_runs, tmp_pat
     assert all(f"| {label} |" in markdown for label in NB201_SETTINGS.values())
     assert "search=" not in markdown and "search." not in markdown
     # The figure's lines and legend carry the same labels.
-    fig = draw_budget_figure([root], table)
+    fig = draw_budget_figure(runs, best)
     for ax in fig.axes:
         lines = [line.get_label() for line in ax.get_lines() if not line.get_label().startswith("_")]
         assert sorted(lines) == sorted([*NB201_SETTINGS.values(), "benchmark optimum"])
@@ -289,7 +309,7 @@ def test_paper_table_and_figure_name_methods_as_a_paper_does(nb201_runs, tmp_pat
 @pytest.mark.parametrize("budget_max", [1000.0, 18000.0, 20000.0, 200000.0])
 def test_budget_figure_tick_labels_stay_apart(nb201_runs, budget_max):
     root, table = nb201_runs
-    fig = draw_budget_figure([root], table, budget_max=budget_max)
+    fig = draw_budget_figure(load_results([root]), optimum(NB201TableOracle(table=table)), budget_max=budget_max)
     fig.draw_without_rendering()
     for ax in fig.axes:
         shown = [(x, label) for x, label in zip(ax.get_xticks(), ax.get_xticklabels())

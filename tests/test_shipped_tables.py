@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import compose, needs_data
+from conftest import configure, needs_data
 from hnas import data, metric_source, paths
 from hnas.benchmarks.nb201 import load_table, read_table
 from hnas.errors import HnasError
@@ -23,7 +23,7 @@ RTOL = {"grad_norm": 1e-4, "snip": 1e-4, "fisher": 1e-4, "jacob_cov": 1e-4, "ntk
 
 
 def reference_settings():
-    return TableSettings.from_config(compose("experiment=hnas_nb201"))
+    return TableSettings.from_config(configure("experiment=hnas_nb201"))
 
 
 def test_the_shipped_benchmark_table_is_the_full_nb201_table():
@@ -80,25 +80,35 @@ def test_other_settings_than_the_shipped_ones_say_what_is_shipped(tmp_path, monk
     from hnas.stages import search
 
     monkeypatch.setenv("HNAS_DATA_DIR", str(tmp_path / "no-data"))
-    cfg = compose("experiment=hnas_nb201", "probe.batch_size=32")
+    cfg = configure("experiment=hnas_nb201", "probe.batch_size=32")
     with pytest.raises(HnasError, match=f"b32-seed0.*shipped with hnas \\({REFERENCE_TABLE}"):
         search.run(cfg, tmp_path / "run", tensorboard=False)
 
 
 @needs_data
-def test_shipped_rows_are_what_the_engine_computes(data_dir):
-    """A seeded sample of 20 shipped rows, recomputed now on the probe images of the data folder."""
+@pytest.mark.parametrize("n", [20, pytest.param(300, marks=pytest.mark.slow)])
+def test_shipped_rows_are_what_the_engine_computes(data_dir, n):
+    """A seeded sample of `n` shipped rows, recomputed now on the probe images of the data folder (300: about
+    6 minutes on 2 cores, `-m slow`)."""
     settings = reference_settings()
     table = MetricTable(SHIPPED / REFERENCE_TABLE, settings)
     batch = metric_source.probe_batch_for(settings)
     assert data.fingerprint(*batch) == table.probe["sha256"], "the probe images differ from the shipped table's"
-    archs = random.Random(0).sample(sorted(table.rows), 20)
+    archs = random.Random(0).sample(sorted(table.rows), n)
     torch.set_num_threads(2)
     for arch in archs:
         shipped = table.rows[arch]["metrics"]
         values, _ = metric_source.compute_arch(arch, settings, list(shipped), batch, torch.device("cpu"))
         for name, value in shipped.items():
             np.testing.assert_allclose(values[name], value, rtol=RTOL[name], err_msg=f"{name} of {arch}")
+
+
+def test_shipped_rows_are_the_start_of_the_seeded_whole_space_order():
+    """The table was filled by `stage.limit=15625` (the seeded shuffle of the space, seed 0) in order, so its
+    rows are that shuffle's first N: sampling still draws the architectures it drew when they were computed."""
+    settings = reference_settings()
+    table = MetricTable(SHIPPED / REFERENCE_TABLE, settings)
+    assert set(table.rows) == set(settings.create_space().sample_distinct(len(table.rows), settings.seed))
 
 
 def test_shipped_rows_file_is_byte_reproducible(tmp_path):

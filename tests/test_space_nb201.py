@@ -10,6 +10,7 @@ from hnas.spaces import create_space, list_spaces, nb201
 
 A = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
 D = "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"
+SPACE = create_space("nb201")
 
 
 def test_parse_round_trip():
@@ -41,15 +42,16 @@ def test_enumeration_is_complete_and_distinct():
 
 
 def test_sampling_is_seeded_and_uniform_without_replacement():
-    first, again, other = nb201.sample(500, seed=3), nb201.sample(500, seed=3), nb201.sample(500, seed=4)
+    sample = SPACE.sample_distinct
+    first, again, other = sample(500, seed=3), sample(500, seed=3), sample(500, seed=4)
     assert first == again and first != other
     assert len(set(first)) == 500
-    assert nb201.sample(100, seed=3) == first[:100]  # a larger sample extends a smaller one
+    assert sample(100, seed=3) == first[:100]  # a larger sample extends a smaller one
     # Uniform: each op should appear on each edge about 1/5 of the time.
     counts = [sum(nb201.parse(a)[0] == op for a in first) for op in nb201.OPS]
     assert min(counts) > 60 and max(counts) < 140
-    with pytest.raises(HnasError):
-        nb201.sample(20000, seed=0)
+    with pytest.raises(HnasError, match="cannot sample 20000 nb201 architectures: the space has 15625"):
+        sample(20000, seed=0)
 
 
 def test_official_index_round_trip():
@@ -63,7 +65,7 @@ def test_official_index_round_trip():
 
 
 def test_reference_layout_parameters_match_the_reference_network():
-    for arch in (A, D, nb201.sample(1, seed=1)[0]):
+    for arch in (A, D, SPACE.sample_distinct(1, seed=1)[0]):
         torch.manual_seed(0)
         net = nb201.build(arch, num_classes=10, layout="reference")
         assert sum(p.numel() for p in net.parameters()) == 1_692_826
@@ -105,13 +107,13 @@ def test_degenerate_cell_output_is_zero():
 def test_seeded_build_is_order_independent_and_leaves_global_rng_alone():
     torch.manual_seed(123)
     before = torch.random.get_rng_state()
-    first = nb201.build_seeded(A, run_seed=5, layout="compact")
-    nb201.build_seeded(D, run_seed=5, layout="compact")
-    again = nb201.build_seeded(A, run_seed=5, layout="compact")
+    first = SPACE.build_seeded(A, run_seed=5, num_classes=10)
+    SPACE.build_seeded(D, run_seed=5, num_classes=10)
+    again = SPACE.build_seeded(A, run_seed=5, num_classes=10)
     assert torch.equal(torch.random.get_rng_state(), before)
     for p, q in zip(first.parameters(), again.parameters()):
         assert torch.equal(p, q)
-    other_seed = nb201.build_seeded(A, run_seed=6, layout="compact")
+    other_seed = SPACE.build_seeded(A, run_seed=6, num_classes=10)
     assert not torch.equal(first.stem[0].weight, other_seed.stem[0].weight)
 
 
@@ -132,7 +134,6 @@ def test_space_registry():
     space = create_space("nb201", layout="reference")
     assert isinstance(space, nb201.NB201Space) and space.layout == "reference"
     assert space.size == 15_625 and space.all_archs() == nb201.all_archs()
-    assert space.sample_distinct(30, 4) == nb201.sample(30, 4)
     torch.manual_seed(0)
     expected = nb201.build(A, num_classes=10, layout="reference")
     torch.manual_seed(0)

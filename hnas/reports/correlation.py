@@ -1,4 +1,8 @@
-"""How well each metric ranks architectures: Spearman and Kendall correlation with benchmark accuracies."""
+"""How well each metric ranks architectures: Spearman and Kendall correlation with benchmark accuracies.
+
+The accuracies are the oracle's `targets` ((dataset, split, epochs), read with `oracle.accuracy`), so the
+report works for any space with an oracle; the scatter figure plots the test-split targets.
+"""
 
 import math
 
@@ -6,33 +10,32 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-# (label, dataset, split, epochs): every target is named by dataset, split and epochs.
-TARGETS = (
-    ("cifar10 test 200ep", "cifar10", "test", 200),
-    ("cifar100 test 200ep", "cifar100", "test", 200),
-    ("ImageNet16-120 test 200ep", "ImageNet16-120", "test", 200),
-    ("cifar10-valid valid 12ep", "cifar10-valid", "valid", 12),
-    ("cifar100 valid 12ep", "cifar100", "valid", 12),
-    ("ImageNet16-120 valid 12ep", "ImageNet16-120", "valid", 12),
-)
-PLOTTED = TARGETS[:3]
+def target_label(dataset, split, epochs):
+    """A target as a column and a panel name it: 'cifar10 test 200ep'."""
+    return f"{dataset} {split} {epochs}ep"
 
 
-def attach_accuracies(frame, benchmark):
-    """Add one column per target to a metric-table frame, looked up by official index."""
-    frame = frame.dropna(subset=["index"]).copy()
-    index = frame["index"].astype(int).to_numpy()
-    for label, dataset, split, epochs in TARGETS:
-        frame[label] = benchmark.column(dataset, split, epochs)[index]
+def plotted(oracle):
+    """The labels of the targets the scatter figure plots: the test-split ones."""
+    return [target_label(*t) for t in oracle.targets if t[1] == "test"]
+
+
+def attach_accuracies(frame, oracle):
+    """Add one column per target of `oracle` (labelled by target_label) to a metric-table frame."""
+    frame = frame.copy()
+    for dataset, split, epochs in oracle.targets:
+        frame[target_label(dataset, split, epochs)] = [oracle.accuracy(arch, dataset, split, epochs)
+                                                      for arch in frame["arch"]]
     return frame
 
 
-def correlations(frame, metrics):
-    """Spearman and Kendall per (metric, target). NaN where undefined: fewer than 3 finite pairs, or a metric
-    that is constant over the table (params in NB201's reference layout, where every network is the same)."""
+def correlations(frame, metrics, targets):
+    """Spearman and Kendall per (metric, target label). NaN where undefined: fewer than 3 finite pairs, or a
+    metric that is constant over the table (params in NB201's reference layout, where every network is the
+    same)."""
     rows = []
     for metric in metrics:
-        for label, *_ in TARGETS:
+        for label in targets:
             pair = frame[[metric, label]].replace([np.inf, -np.inf], np.nan).dropna()
             defined = len(pair) > 2 and pair[metric].nunique() > 1 and pair[label].nunique() > 1
             rows.append({
@@ -45,7 +48,7 @@ def correlations(frame, metrics):
 
 def markdown_table(corr, statistic):
     wide = corr.pivot(index="metric", columns="target", values=statistic)
-    wide = wide[[label for label, *_ in TARGETS]]
+    wide = wide[list(dict.fromkeys(corr["target"]))]
     header = f"| metric ({statistic}) | " + " | ".join(wide.columns) + " |"
     lines = [header, "|" + "---|" * (len(wide.columns) + 1)]
     for metric, row in wide.iterrows():
@@ -61,20 +64,20 @@ def panel_text(corr, metric, target):
     return f"Spearman ρ = {values[0]}, Kendall τ = {values[1]}"
 
 
-def scatter_figure(frame, corr, metrics):
-    """One row of panels per metric, one panel per plotted target: accuracy against metric value, titled with
-    that pair's correlation (panel_text)."""
+def scatter_figure(frame, corr, metrics, targets):
+    """One row of panels per metric, one panel per target label of `targets`: accuracy against metric value,
+    titled with that pair's correlation (panel_text)."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(4 * len(PLOTTED), 3 * len(metrics)), layout="tight")
-    axes = fig.subplots(len(metrics), len(PLOTTED), squeeze=False)
+    fig = Figure(figsize=(4 * len(targets), 3 * len(metrics)), layout="tight")
+    axes = fig.subplots(len(metrics), len(targets), squeeze=False)
     for r, metric in enumerate(metrics):
         x = frame[metric].to_numpy(dtype=float)
         magnitudes = np.abs(x[np.isfinite(x) & (x != 0)])
         # Heavy-tailed metrics (synflow spans 40 decades) are only readable on a symmetric log axis, which
         # also keeps the zeros and negative values of degenerate architectures.
         wide = len(magnitudes) > 0 and magnitudes.max() / magnitudes.min() > 1e3
-        for c, (label, *_) in enumerate(PLOTTED):
+        for c, label in enumerate(targets):
             ax = axes[r][c]
             ax.scatter(x, frame[label], s=3, alpha=0.4)
             if wide:
@@ -85,13 +88,13 @@ def scatter_figure(frame, corr, metrics):
     return fig
 
 
-def correlation_report(frame, benchmark, metrics, out_dir):
+def correlation_report(frame, oracle, metrics, out_dir):
     """Write correlation.csv, correlation.md and scatter.png into out_dir; return the correlation frame."""
-    frame = attach_accuracies(frame, benchmark)
-    corr = correlations(frame, metrics)
+    frame = attach_accuracies(frame, oracle)
+    corr = correlations(frame, metrics, [target_label(*t) for t in oracle.targets])
     corr.to_csv(out_dir / "correlation.csv", index=False)
-    text = (f"# Rank correlation of metrics with NB201 accuracies ({len(frame)} architectures)\n\n"
+    text = (f"# Rank correlation of metrics with {oracle.name} accuracies ({len(frame)} architectures)\n\n"
             + markdown_table(corr, "spearman") + "\n\n" + markdown_table(corr, "kendall") + "\n")
     (out_dir / "correlation.md").write_text(text)
-    scatter_figure(frame, corr, metrics).savefig(out_dir / "scatter.png", dpi=80)
+    scatter_figure(frame, corr, metrics, plotted(oracle)).savefig(out_dir / "scatter.png", dpi=80)
     return corr

@@ -4,6 +4,7 @@ All randomness comes from generators seeded with the run seed (numpy RandomState
 from global state, so a run is reproducible whatever ran before it in the process.
 """
 
+import math
 from collections import deque
 
 import numpy as np
@@ -20,6 +21,7 @@ class RandomSearch:
     """Query distinct uniformly random architectures (a seeded permutation of the space) until a limit."""
 
     schema = RandomSearch
+    label = "Random"  # as papers and reports name it
 
     def __init__(self, cfg):
         self.cfg = cfg
@@ -48,6 +50,7 @@ class RegularizedEvolution:
     """
 
     schema = REASearch
+    label = "REA"  # as papers and reports name it
 
     def __init__(self, cfg):
         self.cfg = cfg
@@ -97,9 +100,14 @@ class Reinforce:
     product of the edges' probabilities over the universe's architectures only, the draw is made from that
     distribution (with the same seeded generator), and the log-probability in the loss is the restricted one
     (the sum over the edges minus its logsumexp over the universe).
+
+    Decisions may have different numbers of options (a graph space: an edge bit beside an op): the logits
+    are one row per decision, as wide as the widest, and the entries past a decision's options are masked
+    out (probability 0). Where all decisions are as wide, nothing is masked.
     """
 
     schema = ReinforceSearch
+    label = "REINFORCE"  # as papers and reports name it
 
     def __init__(self, cfg):
         self.cfg = cfg
@@ -109,18 +117,17 @@ class Reinforce:
 
     def search(self, problem, qlog):
         space = problem.space
-        widths = {len(options) for options in space.decisions}
-        if len(widths) != 1:
-            raise HnasError("search=reinforce needs a space whose decisions all have the same number of "
-                            f"options; {space.space.name} has decisions of {sorted(widths)} options")
+        widths = torch.tensor([len(options) for options in space.decisions])
         generator = torch.Generator().manual_seed(int(problem.seed))
-        logits = torch.nn.Parameter(
-            self.cfg.init_std * torch.randn(len(space.decisions), widths.pop(), generator=generator,
+        weights = torch.nn.Parameter(
+            self.cfg.init_std * torch.randn(len(widths), int(widths.max()), generator=generator,
                                             dtype=torch.float64))
-        optimizer = torch.optim.Adam([logits], lr=self.cfg.learning_rate)
+        absent = torch.arange(int(widths.max()))[None, :] >= widths[:, None]
+        optimizer = torch.optim.Adam([weights], lr=self.cfg.learning_rate)
         baseline = _EMA(self.cfg.ema_momentum)
         universe = None if space.is_whole else torch.from_numpy(space.choice_indices)
         while not qlog.exhausted:
+            logits = weights.masked_fill(absent, -math.inf) if absent.any() else weights
             if universe is None:
                 arch, log_prob = _draw_from_space(logits, space, generator)
             else:
@@ -164,6 +171,7 @@ class TrainingFree:
     """
 
     schema = TrainingFreeSearch
+    label = "Training-free"  # as papers and reports name it
 
     def __init__(self, cfg):
         self.cfg = cfg

@@ -1,8 +1,9 @@
 """What every search algorithm shares: the problem it solves, its config, and one call that runs it.
 
-An algorithm is a class registered in `SEARCHES` with `__init__(cfg)`, `metric_names(metric)` (the metric
-columns it reads; [] for those that only query) and `search(problem, log)`, which queries through the
-QueryLog and returns the chosen architecture, or None to choose the best queried one by validation accuracy.
+An algorithm is a class registered in `SEARCHES` with `schema` (its config dataclass), `label` (its name in
+reports), `__init__(cfg)`, `metric_names(metric)` (the metric columns it reads; [] for those that only query)
+and `search(problem, log)`, which queries through the QueryLog and returns the chosen architecture, or None
+to choose the best queried one by validation accuracy.
 """
 
 import math
@@ -39,7 +40,8 @@ class SearchResult:
     arch: str
     index: int
     val_acc: float
-    test_acc: dict  # 200-epoch test accuracy per dataset (TEST_DATASETS)
+    test_acc: dict  # {dataset: test accuracy} as the oracle reports it
+    test_columns: dict  # {dataset: column name} of those accuracies (the oracle's)
     search_cost_s: float  # summed cost of the queries
     metric_s: float  # metric computation attributed to the architectures looked up
     n_queries: int
@@ -104,6 +106,7 @@ def run_search(cfg, problem, listeners=()):
         index=oracle.index(chosen),
         val_acc=_val_acc(log, chosen),
         test_acc=oracle.test_accs(chosen),
+        test_columns=dict(oracle.test_columns),
         search_cost_s=log.cost,
         metric_s=metric_s,
         n_queries=len(log.records),

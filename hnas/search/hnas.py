@@ -104,6 +104,7 @@ class CandidatePool:
 @SEARCHES.register("hnas")
 class HNAS:
     schema = HnasSearch
+    label = "HNAS"  # as papers and reports name it
 
     def __init__(self, cfg):
         self.cfg = cfg

@@ -5,8 +5,6 @@ The oracles themselves are in hnas.oracles.
 
 import math
 
-from hnas.oracles import test_column
-
 
 class SearchStopped(Exception):
     """Raised by QueryLog.query when the next query would break the query limit or the cost budget."""
@@ -86,7 +84,8 @@ class QueryLog:
             "best_index": self.oracle.index(best_arch),
             "best_val_acc": best_val,
         }
-        record.update({f"best_{test_column(ds)}": acc for ds, acc in self.oracle.test_accs(best_arch).items()})
+        tests = self.oracle.test_accs(best_arch)
+        record.update({f"best_{column}": tests[ds] for ds, column in self.oracle.test_columns.items()})
         self.records.append(record)
         for listener in self.listeners:
             listener(record)

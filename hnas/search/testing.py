@@ -7,14 +7,15 @@ answer is known by construction, without the NB201 table.
 
 import numpy as np
 
-from hnas.oracles import TEST_DATASETS, BenchmarkOracle
+from hnas.oracles import NB201TableOracle
 from hnas.search.core import Problem
 from hnas.search.space import Universe
 from hnas.spaces.cell import CellSpace
 
 
 class FakeTable:
-    """In-memory table with NB201Table's interface: `archs`, `index_of`, `accuracy`, `train_time`.
+    """In-memory table with NB201Table's interface: `archs`, `index_of`, `accuracy`, `train_time`, so
+    NB201TableOracle(table=...) answers from it.
 
     `val`, `cost`: per architecture (in `archs` order) the query's validation accuracy and training time;
     `test`: {dataset: per-architecture 200-epoch test accuracy}.
@@ -100,9 +101,8 @@ def constructed_problem(seed=0, peak=120, metric_step=10.0, condnum=0.0, cost=10
     i = np.arange(n)
     val = 100.0 - np.abs(i - peak) / 10.0
     test = {"cifar10": val - 5, "cifar100": val - 25, "ImageNet16-120": val - 50}
-    assert set(test) == set(TEST_DATASETS)
     table = FakeTable(space.archs, val, cost + i / 1000.0, test)
     metrics = MetricDict({a: {"fake": metric_step * k, "condnum": condnum} for k, a in enumerate(space.archs)},
                          seconds_per_arch=0.5)
-    problem = Problem(space=space, oracle=BenchmarkOracle(table), seed=seed, metric="fake", metrics_of=metrics)
+    problem = Problem(space=space, oracle=NB201TableOracle(table=table), seed=seed, metric="fake", metrics_of=metrics)
     return problem, table

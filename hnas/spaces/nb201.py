@@ -1,4 +1,5 @@
-"""NAS-Bench-201: architecture strings, enumeration, sampling and the two network layouts.
+"""NAS-Bench-201: architecture strings, enumeration and the two network layouts (sampling and seeds:
+hnas.spaces.cell.CellSpace).
 
 An architecture is a cell of 4 nodes with one op on each of the 6 edges, written as
 `|op~0|+|op~0|op~1|+|op~0|op~1|op~2|` (node 1 <- 0; node 2 <- 0, 1; node 3 <- 0, 1, 2).
@@ -11,7 +12,6 @@ Layouts:
 
 import copy
 import itertools
-import random
 
 import torch
 from torch import nn
@@ -81,19 +81,6 @@ def validate(arch):
 def all_archs():
     """All 15,625 arch strings, in a fixed enumeration order (not the official index order)."""
     return [to_string(ops) for ops in itertools.product(OPS, repeat=len(EDGES))]
-
-
-def sample(n, seed):
-    """`n` distinct arch strings drawn uniformly without replacement, reproducibly from `seed`.
-
-    The first `n` of one seeded shuffle, so a larger sample extends a smaller one with the same seed (a
-    metric table of `stage.limit=1000` is the start of `stage.limit=5000`).
-    """
-    if not 0 <= n <= NUM_ARCHS:
-        raise HnasError(f"cannot sample {n} NB201 architectures: the space has {NUM_ARCHS}")
-    archs = all_archs()
-    random.Random(seed).shuffle(archs)
-    return archs[:n]
 
 
 def is_degenerate(arch):
@@ -223,19 +210,6 @@ def build(arch, num_classes=10, layout="compact", channels=16, cells_per_stage=5
     return NB201Network(arch, num_classes, layout, channels, cells_per_stage)
 
 
-def arch_seed(run_seed, arch):
-    """Seed for building `arch`'s network: depends only on (run seed, space, architecture), not on order."""
-    index = sum(OPS.index(op) * len(OPS) ** i for i, op in enumerate(parse(arch)))
-    return (int(run_seed) * 1_000_003 + index) % (2**63 - 1)
-
-
-def build_seeded(arch, run_seed, **kwargs):
-    """Build `arch` with weights drawn from its own seed, leaving the global RNG state untouched."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(arch_seed(run_seed, arch))
-        return build(arch, **kwargs)
-
-
 @register_space(NAME)
 class NB201Space(CellSpace):
     """NAS-Bench-201 as a search space; `layout` (compact or reference) is the network `build` makes."""
@@ -250,15 +224,7 @@ class NB201Space(CellSpace):
     encode = staticmethod(parse)
     decode = staticmethod(to_string)
     validate = staticmethod(validate)
-    arch_seed = staticmethod(arch_seed)
     is_degenerate = staticmethod(is_degenerate)
-
-    def sample_distinct(self, n, seed):
-        """`n` distinct architectures, the first of one seeded shuffle (see `sample`)."""
-        return sample(n, seed)
 
     def build(self, arch, num_classes):
         return build(arch, num_classes=num_classes, layout=self.layout)
-
-    def build_seeded(self, arch, run_seed, num_classes):
-        return build_seeded(arch, run_seed, num_classes=num_classes, layout=self.layout)

@@ -1,5 +1,7 @@
 """The registry of search spaces: `@register_space(name)` on the class where it is defined."""
 
+from dataclasses import fields
+
 from hnas.registry import Registry
 
 SPACES = Registry("search space")
@@ -19,5 +21,7 @@ def list_spaces():
 
 
 def space_options(space_cfg):
-    """The options of a `space` config group (every key but `name`, enums as their values)."""
-    return {key: getattr(value, "value", value) for key, value in space_cfg.items() if key != "name"}
+    """The options of a typed `space` config (its schema dataclass): every field but `name`, in the schema's
+    order, enums as their values."""
+    return {f.name: getattr(getattr(space_cfg, f.name), "value", getattr(space_cfg, f.name))
+            for f in fields(space_cfg) if f.name != "name"}

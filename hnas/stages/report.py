@@ -22,7 +22,7 @@ def run(cfg, out_dir):
 
 
 def correlation(cfg, out_dir):
-    from hnas.benchmarks.nb201 import load_table
+    from hnas.oracles import create_oracle, default_oracle
     from hnas.reports.correlation import correlation_report
 
     settings = TableSettings.from_config(cfg)
@@ -35,6 +35,7 @@ def correlation(cfg, out_dir):
     absent = [m for m in metrics if m not in frame.columns]
     if absent:
         raise HnasError(f"the table {table.folder} has no column(s) {absent}; it has: {list(frame.columns)}")
-    corr = correlation_report(frame, load_table(), metrics, out_dir)
+    oracle = create_oracle(default_oracle(cfg.space.name))
+    corr = correlation_report(frame, oracle, metrics, out_dir)
     log.info("correlation of %d metrics over %d architectures written to %s", len(metrics), len(frame), out_dir)
     return corr

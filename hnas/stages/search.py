@@ -1,8 +1,9 @@
 """Search stage: run the configured search algorithm (`search=<name>`) on a space's benchmark oracle.
 
 Writes into the run folder `out_dir`:
-- `result.json`: the chosen architecture, its official index and validation accuracy, its 200-epoch test
-  accuracy on cifar10 / cifar100 / ImageNet16-120, search cost (summed query seconds), metric seconds,
+- `result.json`: the chosen architecture, its official index and validation accuracy, the test accuracies
+  its oracle reports (NB201: 200 epochs on cifar10 / cifar100 / ImageNet16-120) and their column names,
+  what a query returned (oracle, dataset, split, epochs), search cost (summed query seconds), metric seconds,
   number of queries, algorithm, metric, seed, the command-line overrides and the whole config;
 - `queries.csv`: every query in order (query_columns), with the best-so-far architecture's test accuracies,
   so reports can plot test error against search cost;
@@ -15,25 +16,28 @@ import logging
 import math
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
+from hnas import paths
 from hnas.io import atomic_write_text
-from hnas.oracles import create_oracle, default_oracle, test_column
-from hnas.search import Problem, Universe, run_search, search_config
+from hnas.metric_table import MetricTable, TableSettings
+from hnas.oracles import create_oracle, default_oracle
+from hnas.search import Problem, Universe, run_search
 from hnas.spaces import create_space, space_options
 from hnas.search.core import SEARCHES
 
 log = logging.getLogger(__name__)
 
-def query_columns(test_datasets):
-    """The columns of queries.csv: the query, then the best-so-far architecture and its test accuracies on
-    the oracle's `test_datasets`."""
+def query_columns(test_columns):
+    """The columns of queries.csv: the query, then the best-so-far architecture and its test accuracies (the
+    oracle's `test_columns`, each prefixed with best_)."""
     return ["step", "arch", "index", "t", "c", "score", "val_acc", "cost_s", "cum_cost_s",
-            "best_arch", "best_index", "best_val_acc", *[f"best_{test_column(ds)}" for ds in test_datasets]]
+            "best_arch", "best_index", "best_val_acc", *[f"best_{column}" for column in test_columns]]
 
 
 def run(cfg, out_dir, oracle=None, metrics_of=None, tensorboard=True):
-    """Run one search; return result.json's content (without the config).
+    """Run one search of the typed config `cfg` (hnas.config.validate); return result.json's content (without
+    the config).
 
     `oracle` and `metrics_of` (a metric source) default to the space's default oracle (hnas.oracles; NB201:
     the benchmark table of the data folder, else the shipped one) and a MetricSource on the run's metric
@@ -41,20 +45,26 @@ def run(cfg, out_dir, oracle=None, metrics_of=None, tensorboard=True):
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    scfg = search_config(cfg.search)
+    scfg = cfg.search
     space = create_space(cfg.space.name, **space_options(cfg.space))
     if oracle is None:
         oracle = create_oracle(default_oracle(space.name), dataset=scfg.query_dataset, epochs=scfg.query_epochs)
     metric = cfg.metric.name
     names = SEARCHES.get(scfg.name)(scfg).metric_names(metric)
+    settings = TableSettings.from_config(cfg)
+    metric_table = None
     if names and metrics_of is None:
         from hnas.app import resolve_device
         from hnas.metric_source import MetricSource
-        from hnas.metric_table import TableSettings
 
-        metrics_of = MetricSource(TableSettings.from_config(cfg), resolve_device(cfg.device), names)
-    problem = Problem(space=Universe(space, candidate_archs(cfg, scfg, oracle, names)), oracle=oracle,
-                      seed=int(cfg.seed), metric=metric, metrics_of=metrics_of)
+        metrics_of = MetricSource(settings, resolve_device(cfg.device), names)
+        metric_table = metrics_of.table  # read once, for the values and the universe
+    if scfg.universe == "metric_table" and metric_table is None:
+        metric_table = MetricTable.existing(paths.results_dir(), settings)
+    archs = oracle.archs if scfg.universe == "space" else table_archs(metric_table, settings, oracle,
+                                                                         names or [metric])
+    problem = Problem(space=Universe(space, archs), oracle=oracle, seed=int(cfg.seed), metric=metric,
+                      metrics_of=metrics_of)
 
     listeners = [_log_query]
     writer = None
@@ -80,17 +90,9 @@ def run(cfg, out_dir, oracle=None, metrics_of=None, tensorboard=True):
     return payload
 
 
-def candidate_archs(cfg, scfg, oracle, names):
-    """The architectures searches draw from (the universe): every one the oracle answers for, or those of
-    the run's metric table (search.universe, checked by the schema)."""
-    if scfg.universe == "space":
-        return oracle.archs
-    from hnas import paths
-    from hnas.metric_table import MetricTable, TableSettings
-
-    settings = TableSettings.from_config(cfg)
-    required = names or [cfg.metric.name]
-    metric_table = MetricTable.existing(paths.results_dir(), settings)
+def table_archs(metric_table, settings, oracle, required):
+    """The universe of `search.universe=metric_table`: the architectures the oracle answers for that the
+    run's metric table holds with every metric of `required`."""
     archs = []
     if metric_table is not None:
         archs = [a for a in oracle.archs if a in metric_table.rows and not metric_table.missing(a, required)]
@@ -102,11 +104,11 @@ def candidate_archs(cfg, scfg, oracle, names):
     return archs
 
 
-def write_outputs(result, out_dir, space="nb201", overrides=(), config=None):
+def write_outputs(result, out_dir, space, overrides=(), config=None):
     """Write a SearchResult's queries.csv and result.json into `out_dir`; return result.json's content."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_queries(result.records, out_dir / "queries.csv", list(result.test_acc))
+    write_queries(result.records, out_dir / "queries.csv", list(result.test_columns.values()))
     payload = result.to_json()
     payload["space"] = space
     payload["overrides"] = list(overrides)
@@ -116,10 +118,10 @@ def write_outputs(result, out_dir, space="nb201", overrides=(), config=None):
     return payload
 
 
-def write_queries(records, path, test_datasets):
+def write_queries(records, path, test_columns):
     import pandas as pd
 
-    frame = pd.DataFrame(records, columns=query_columns(test_datasets))
+    frame = pd.DataFrame(records, columns=query_columns(test_columns))
     atomic_write_text(path, frame.to_csv(index=False))
 
 
@@ -150,7 +152,5 @@ def _overrides():
         return []
 
 
-def _config_dict(cfg):
-    if isinstance(cfg, DictConfig):
-        return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    return cfg
+def _config_dict(config):
+    return OmegaConf.to_container(OmegaConf.structured(config), enum_to_str=True)
