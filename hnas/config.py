@@ -28,20 +28,9 @@ class Device(Enum):
     cuda = "cuda"
 
 
-class Layout(Enum):
-    compact = "compact"
-    reference = "reference"
-
-
 class ReportKind(Enum):
     correlation = "correlation"
     search = "search"
-
-
-@dataclass
-class SpaceConfig:
-    name: str = "nb201"
-    layout: Layout = Layout.compact
 
 
 @dataclass
@@ -158,10 +147,12 @@ STAGE_SCHEMAS = {
 def register_configs():
     from hnas.metrics import list_metrics
     from hnas.search import SEARCHES
+    from hnas.spaces import SPACES, list_spaces
 
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
-    cs.store(group="schema/space", name="nb201", node=SpaceConfig)
+    for name in list_spaces():
+        cs.store(group="schema/space", name=name, node=SPACES.get(name).schema)
     cs.store(group="schema/dataset", name="dataset", node=DatasetConfig)
     cs.store(group="schema/paths", name="paths", node=PathsConfig)
     for name, schema in STAGE_SCHEMAS.items():

@@ -17,7 +17,7 @@ from hnas import data
 from hnas.config import STAGE_SCHEMAS, group_options
 from hnas.metrics import compute_metrics, list_metrics
 from hnas.search import SEARCHES, run_search
-from hnas.spaces import create_space, list_spaces, space_options
+from hnas.spaces import SPACES, create_space, list_spaces, space_options
 
 CONF = REPO / "conf"
 
@@ -52,8 +52,10 @@ def test_registries_and_conf_agree():
     # every registered search algorithm has a schema and a yaml option, and nothing else has either
     assert set(SEARCHES.names()) == set(yaml_options("search"))
     assert all(is_dataclass(SEARCHES.get(name).schema) for name in SEARCHES.names())
-    # every registered space is a space option (a conf/space yaml, or stored by whoever registers it)
+    # every registered space names its config dataclass and is a space option (a conf/space yaml, or stored
+    # by whoever registers it)
     assert set(list_spaces()) <= set(group_options("space"))
+    assert all(is_dataclass(SPACES.get(name).schema) for name in list_spaces())
     # every dataset hnas.data reads is a dataset option
     assert set(data.NAMES) == set(yaml_options("dataset"))
 
@@ -61,7 +63,7 @@ def test_registries_and_conf_agree():
 @pytest.mark.parametrize("option", SPACE_OPTIONS)
 def test_space_option_builds_a_network(option):
     cfg = configure(f"space={option}")
-    assert cfg.space.name == option and option in list_spaces()
+    assert cfg.space.name == option and type(cfg.space) is SPACES.get(option).schema
     space = create_space(cfg.space.name, **space_options(cfg.space))
     assert space.name == option
     [arch] = space.sample_distinct(1, 0)

@@ -55,10 +55,16 @@ class TinyNet(nn.Module):
         return self.head(self.cell(self.stem(x)).mean(dim=(2, 3)))
 
 
+@dataclass
+class PlugSpaceConfig:
+    name: str = "plug"
+
+
 @register_space("plug")
 class PlugSpace(CellSpace):
     """64 cells written 'conv-pool-skip', one op per edge."""
 
+    schema = PlugSpaceConfig
     name = "plug"
     ops = OPS
     edges = EDGES
@@ -106,11 +112,6 @@ class PlugOracle:
 
     def describe(self):
         return {"oracle": self.name, "dataset": "plug-a", "split": "valid", "epochs": 1}
-
-
-@dataclass
-class PlugSpaceConfig:
-    name: str = "plug"
 
 
 ConfigStore.instance().store(group="space", name="plug", node=PlugSpaceConfig)

@@ -4,7 +4,7 @@
     space = create_space("nb201", layout="reference")
 """
 
-from hnas.spaces.registry import create_space, list_spaces, register_space, space_options
+from hnas.spaces.registry import SPACES, create_space, list_spaces, register_space, space_options
 from hnas.spaces import nb201  # noqa: E402,F401  (registers nb201)
 
-__all__ = ["create_space", "list_spaces", "register_space", "space_options"]
+__all__ = ["SPACES", "create_space", "list_spaces", "register_space", "space_options"]

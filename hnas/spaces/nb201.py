@@ -12,6 +12,8 @@ Layouts:
 
 import copy
 import itertools
+from dataclasses import dataclass
+from enum import Enum
 
 import torch
 from torch import nn
@@ -26,7 +28,14 @@ OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 REFERENCE_OP_ORDER = ("none", "avg_pool_3x3", "nor_conv_3x3", "nor_conv_1x1", "skip_connect")
 EDGES = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))  # (to node, from node), in arch-string order
 NUM_ARCHS = len(OPS) ** len(EDGES)
-LAYOUTS = ("compact", "reference")
+
+
+class Layout(Enum):
+    compact = "compact"
+    reference = "reference"
+
+
+LAYOUTS = tuple(layout.value for layout in Layout)
 EXAMPLE = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
 
 
@@ -210,10 +219,19 @@ def build(arch, num_classes=10, layout="compact", channels=16, cells_per_stage=5
     return NB201Network(arch, num_classes, layout, channels, cells_per_stage)
 
 
+@dataclass
+class NB201Config:
+    """The `space=nb201` config (conf/space/nb201.yaml): its options are NB201Space's arguments."""
+
+    name: str = NAME
+    layout: Layout = Layout.compact
+
+
 @register_space(NAME)
 class NB201Space(CellSpace):
     """NAS-Bench-201 as a search space; `layout` (compact or reference) is the network `build` makes."""
 
+    schema = NB201Config
     name = NAME
     edges = EDGES
     ops = OPS

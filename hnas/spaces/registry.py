@@ -1,4 +1,6 @@
-"""The registry of search spaces: `@register_space(name)` on the class where it is defined."""
+"""The registry of search spaces: `@register_space(name)` on the class where it is defined. Each class names
+its config dataclass (`schema`: a `name` field and the class's constructor arguments), which
+hnas.config.register_configs stores as `schema/space/<name>` for the space's config option to start from."""
 
 from dataclasses import fields
 
