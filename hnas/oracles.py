@@ -20,6 +20,9 @@ epochs. Its protocol (hnas.search and the stages use nothing else):
 """
 
 from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
 
 from hnas.errors import HnasError
 from hnas.registry import Registry
@@ -145,3 +148,70 @@ class NB201TableOracle(BenchmarkOracle):
 
             table = load_table()
         super().__init__(table, dataset, epochs)
+
+
+@register_oracle("nb101-table", space="nb101")
+class NB101TableOracle:
+    """NAS-Bench-101's compact table (`<data folder>/nb101/nb101.npz`, made once by `hnas-nb101-convert` from
+    the official tfrecord, or from NASLib's 30-cell pickle for a try-out; docs/nb101.md).
+
+    A query returns the CIFAR-10 `split` accuracy (validation: the 10k images held out of the training set)
+    after `epochs` at the cost of that budget's training time; results report the 108-epoch test accuracy.
+    `repeat` says which of the 3 training runs: "mean" (the default, the benchmark README's convention), 0, 1
+    or 2, or "random": one run per architecture drawn from (`seed`, the cell's hash), so a run is
+    reproducible and the accuracy and cost of a query come from the same run.
+    """
+
+    test_columns = {"cifar10": "cifar10_test_acc_108ep"}
+    targets = (("cifar10", "valid", 108), ("cifar10", "test", 108))
+
+    def __init__(self, dataset="cifar10", epochs=108, split="valid", repeat="mean", seed=0, table=None):
+        from hnas.benchmarks.nb101 import load_table
+        from hnas.spaces import create_space
+
+        if dataset != "cifar10":
+            raise HnasError(f"NAS-Bench-101 was trained on CIFAR-10 only; a query on {dataset!r} is not in it "
+                            "(search.query_dataset=cifar10, or leave it null)")
+        self.table = load_table() if table is None else table
+        self.dataset, self.epochs, self.split, self.repeat, self.seed = dataset, int(epochs), split, repeat, seed
+        self.space = create_space("nb101")
+        # An unknown budget, split or repeat fails here, not at the first query.
+        self.table.accuracy(0, split, self.epochs, repeat, np.random.default_rng(0))
+
+    @cached_property
+    def archs(self):
+        """The cells of the table as canonical arch strings, in row (hash) order."""
+        from hnas.spaces.nb101.spec import arch_string
+
+        return [arch_string(*self.table.spec(h)) for h in self.table.hashes]
+
+    def index(self, arch):
+        return self.table.row(self.space.hash(arch))
+
+    def _run(self, arch):
+        """(row, repeat, rng) of the run a query of `arch` reads."""
+        cell = self.space.hash(arch)
+        if self.repeat != "random":
+            return self.table.row(cell), self.repeat, None
+        return self.table.row(cell), "random", np.random.default_rng([int(self.seed), int(cell[:15], 16)])
+
+    def accuracy(self, arch, dataset, split, epochs):
+        if dataset != "cifar10":
+            raise HnasError(f"NAS-Bench-101 has CIFAR-10 accuracies only, not {dataset!r}")
+        row, repeat, rng = self._run(arch)
+        return float(self.table.accuracy(row, split, int(epochs), repeat, rng))
+
+    def cost_in_advance(self, arch):
+        row, repeat, rng = self._run(arch)
+        return float(self.table.train_time(row, self.epochs, repeat, rng))
+
+    def query(self, arch):
+        return Outcome(val_acc=self.accuracy(arch, self.dataset, self.split, self.epochs),
+                       cost_s=self.cost_in_advance(arch))
+
+    def test_accs(self, arch):
+        return {"cifar10": self.accuracy(arch, "cifar10", "test", 108)}
+
+    def describe(self):
+        return {"oracle": self.name, "dataset": self.dataset, "split": self.split, "epochs": self.epochs,
+                "repeat": self.repeat}

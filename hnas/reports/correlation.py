@@ -5,10 +5,13 @@ report works for any space with an oracle; the scatter figure plots the test-spl
 """
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy import stats
+
+from hnas.io import atomic_write_text
 
 def target_label(dataset, split, epochs):
     """A target as a column and a panel name it: 'cifar10 test 200ep'."""
@@ -90,11 +93,15 @@ def scatter_figure(frame, corr, metrics, targets):
 
 def correlation_report(frame, oracle, metrics, out_dir):
     """Write correlation.csv, correlation.md and scatter.png into out_dir; return the correlation frame."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     frame = attach_accuracies(frame, oracle)
     corr = correlations(frame, metrics, [target_label(*t) for t in oracle.targets])
-    corr.to_csv(out_dir / "correlation.csv", index=False)
+    atomic_write_text(out_dir / "correlation.csv", corr.to_csv(index=False))
     text = (f"# Rank correlation of metrics with {oracle.name} accuracies ({len(frame)} architectures)\n\n"
             + markdown_table(corr, "spearman") + "\n\n" + markdown_table(corr, "kendall") + "\n")
-    (out_dir / "correlation.md").write_text(text)
-    scatter_figure(frame, corr, metrics, plotted(oracle)).savefig(out_dir / "scatter.png", dpi=80)
+    atomic_write_text(out_dir / "correlation.md", text)
+    tmp = out_dir / ".scatter.tmp.png"
+    scatter_figure(frame, corr, metrics, plotted(oracle)).savefig(tmp, dpi=80)
+    tmp.replace(out_dir / "scatter.png")
     return corr

@@ -141,12 +141,26 @@ class Reinforce:
         return None
 
 
+MAX_REDRAWS = 10_000
+
+
 def _draw_from_space(logits, space, generator):
-    """One option per decision from its softmax: (arch, its log-probability, differentiable in `logits`)."""
-    with torch.no_grad():
-        action = torch.multinomial(torch.softmax(logits, dim=1), 1, generator=generator).squeeze(1)
-    arch = space.decode(tuple(options[i] for options, i in zip(space.decisions, action.tolist())))
-    return arch, torch.log_softmax(logits, dim=1).gather(1, action[:, None]).sum()
+    """One option per decision from its softmax: (arch, its log-probability, differentiable in `logits`).
+
+    In a space where some combinations are no architecture (an NB101 spelling without an input-output path,
+    or with too many edges), `decode` refuses them and the draw is repeated: the policy restricted to valid
+    architectures, by rejection. The log-probability is the unrestricted one (the normaliser over the valid
+    combinations has no closed form); where every combination is valid (NB201) nothing changes."""
+    for _ in range(MAX_REDRAWS):
+        with torch.no_grad():
+            action = torch.multinomial(torch.softmax(logits, dim=1), 1, generator=generator).squeeze(1)
+        try:
+            arch = space.decode(tuple(options[i] for options, i in zip(space.decisions, action.tolist())))
+        except HnasError:
+            continue
+        return arch, torch.log_softmax(logits, dim=1).gather(1, action[:, None]).sum()
+    raise HnasError(f"search=reinforce drew {MAX_REDRAWS} combinations of {space.space.name}'s decisions and "
+                    "none was a valid architecture: the policy has collapsed onto invalid ones")
 
 
 def _draw_from_universe(logits, space, universe, generator):

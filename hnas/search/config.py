@@ -10,7 +10,8 @@ name their schema, so every default lives here, once. Keys shared by all algorit
 - `universe`: `space` (draw from the whole space) or `metric_table` (draw only from the architectures
   that the run's metric table already holds, for searching where only part of the space is precomputed).
 - `query_dataset` / `query_epochs`: what a query returns: the validation accuracy after `query_epochs`
-  epochs on `query_dataset`, costing that training's time (HNAS: 12-epoch cifar10-valid).
+  epochs on `query_dataset`, costing that training's time; None: the space's oracle's default (NB201:
+  12-epoch cifar10-valid, as HNAS; NB101: 108-epoch cifar10).
 
 Every value is checked when the dataclass is constructed (`__post_init__`): `OmegaConf.to_object` of the
 composed config, and `hnas.search.search_config`, construct it, so a bad setting fails with an HnasError
@@ -50,8 +51,8 @@ class _Common:
     name: str = ""
     queries: Optional[int] = 20
     budget_s: Optional[float] = None
-    query_dataset: str = "cifar10-valid"
-    query_epochs: int = 12
+    query_dataset: Optional[str] = None
+    query_epochs: Optional[int] = None
     # space: draw candidates from the whole space. metric_table: only from the architectures of the run's
     # metric table (for searching where only part of the space has precomputed metrics).
     universe: str = "space"
@@ -67,7 +68,8 @@ class _Common:
                 self.budget_s, "give a number of seconds > 0, or null for no budget")
         if self.needs_limit and self.queries is None and self.budget_s is None:
             raise HnasError(f"search={self.name} needs a limit: set search.queries or search.budget_s")
-        require(is_int(self.query_epochs) and self.query_epochs > 0, "search.query_epochs", self.query_epochs,
+        require(self.query_epochs is None or (is_int(self.query_epochs) and self.query_epochs > 0),
+                "search.query_epochs", self.query_epochs,
                 "give a number of training epochs > 0 that the benchmark table holds (NB201: 12 or 200)")
         require(self.universe in UNIVERSES, "search.universe", self.universe,
                 f"choose one of: {', '.join(UNIVERSES)}")

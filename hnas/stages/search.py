@@ -48,7 +48,8 @@ def run(cfg, out_dir, oracle=None, metrics_of=None, tensorboard=True):
     scfg = cfg.search
     space = create_space(cfg.space.name, **space_options(cfg.space))
     if oracle is None:
-        oracle = create_oracle(default_oracle(space.name), dataset=scfg.query_dataset, epochs=scfg.query_epochs)
+        query = {"dataset": scfg.query_dataset, "epochs": scfg.query_epochs}
+        oracle = create_oracle(default_oracle(space.name), **{k: v for k, v in query.items() if v is not None})
     metric = cfg.metric.name
     names = SEARCHES.get(scfg.name)(scfg).metric_names(metric)
     settings = TableSettings.from_config(cfg)

@@ -1,0 +1,134 @@
+"""NAS-Bench-101 through the same stages as NB201: precompute, every search algorithm and both reports, on a
+benchmark table converted from NASLib's 30-cell fixture (the official files are too large to ship)."""
+
+import json
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import DATA, configure, needs_data
+from hnas.benchmarks import nb101 as bench
+from hnas.errors import HnasError
+from hnas.oracles import NB101TableOracle, create_oracle, default_oracle
+from hnas.search import SEARCHES, Problem, Universe, run_search
+from hnas.spaces import create_space
+from hnas.spaces.nb101.spec import arch_string
+
+PKL = DATA / "naslib-test-assets" / "nb101_dummy.pkl"
+SMALL = ["space=nb101", "space.stem_channels=16", "dataset=fake", "probe.batch_size=8", "device=cpu"]
+METRICS = ["grad_norm", "snip", "synflow", "condnum", "params"]
+
+
+@pytest.fixture
+def fixture_data(tmp_path, monkeypatch):
+    """A data folder holding the NB101 table converted from the 30-cell pickle, as hnas-nb101-convert does."""
+    table = bench.table_from_naslib_pickle(PKL, trust_pickle=True)
+    bench.save_table(table, tmp_path / "data" / "nb101" / "nb101.npz")
+    monkeypatch.setenv("HNAS_DATA_DIR", str(tmp_path / "data"))
+    with open(PKL, "rb") as f:
+        cells = pickle.load(f)
+    return cells
+
+
+@needs_data
+def test_the_oracle_answers_from_the_table(fixture_data):
+    oracle = create_oracle(default_oracle("nb101"))
+    space = create_space("nb101")
+    assert len(oracle.archs) == 30 and all(space.validate(a) == a for a in oracle.archs)  # stored = canonical
+    for module_hash, (fixed, computed) in fixture_data.items():
+        arch = arch_string(fixed["module_adjacency"].tolist(), fixed["module_operations"])
+        runs = computed[108]
+        outcome = oracle.query(arch)
+        assert outcome.val_acc == pytest.approx(100 * np.mean([r["final_validation_accuracy"] for r in runs]))
+        assert outcome.cost_s == pytest.approx(np.mean([r["final_training_time"] for r in runs]))
+        assert oracle.test_accs(arch) == {"cifar10": pytest.approx(100 * np.mean([r["final_test_accuracy"]
+                                                                                    for r in runs]))}
+        assert oracle.archs[oracle.index(arch)] == arch and space.hash(arch) == module_hash
+    # one seeded run per cell: accuracy and cost of a query from the same run, the same on every call
+    random = NB101TableOracle(repeat="random", seed=3)
+    module_hash, (fixed, computed) = next(iter(fixture_data.items()))
+    arch = arch_string(fixed["module_adjacency"].tolist(), fixed["module_operations"])
+    first = random.query(arch)
+    run = [r["final_validation_accuracy"] * 100 for r in computed[108]].index(first.val_acc)
+    assert first == random.query(arch) and first.cost_s == computed[108][run]["final_training_time"]
+    for bad, message in ([{"dataset": "cifar100"}, "CIFAR-10 only"], [{"epochs": 12}, "12"],
+                         [{"repeat": 5}, "repeat"]):
+        with pytest.raises(HnasError, match=message):
+            NB101TableOracle(**bad)
+
+
+@needs_data
+def test_precompute_every_search_and_both_reports_on_the_fixture(fixture_data, tmp_path):
+    from hnas.reports.search_report import run_report
+    from hnas.stages import precompute, report, search
+
+    archs = NB101TableOracle().archs
+    cfg = configure("stage=precompute", *SMALL, f"stage.metrics=[{','.join(METRICS)}]",
+                    f"stage.archs=[{','.join(archs)}]")
+    summary = precompute.run(cfg, tmp_path / "pre")
+    assert summary["computed"] == 30 and summary["failed"] == 0
+    table = pd.read_csv(summary["table"])
+    assert sorted(table["arch"]) == sorted(archs)
+    assert table["index"].tolist() == [archs.index(a) for a in table["arch"]]  # the oracle's rows
+    assert table[METRICS].notna().all().all()
+
+    for name in SEARCHES.names():
+        cfg = configure("stage=search", *SMALL, f"search={name}", "metric=snip", "search.queries=5")
+        payload = search.run(cfg, tmp_path / "search" / name, tensorboard=False)
+        assert payload["arch"] in archs and payload["space"] == "nb101"
+        assert payload["query"] == {"oracle": "nb101-table", "dataset": "cifar10", "split": "valid", "epochs": 108,
+                                    "repeat": "mean"}
+        assert list(payload["test_acc"]) == ["cifar10"] and payload["n_queries"] <= 5
+    written = run_report([tmp_path / "search"], tmp_path / "report")
+    assert written["runs"] == len(SEARCHES.names())
+    paper = pd.read_csv(tmp_path / "report" / "paper_table.csv").set_index("method")
+    best = max(100 * np.mean([r["final_test_accuracy"] for r in c[108]]) for _, c in fixture_data.values())
+    assert paper.loc["optimum", "cifar10_test_acc_108ep_mean"] == pytest.approx(best)
+
+    corr = report.run(configure("stage=report", "stage.kind=correlation", *SMALL), tmp_path / "corr")
+    assert set(corr["target"]) == {"cifar10 valid 108ep", "cifar10 test 108ep"}
+    params = corr.set_index(["metric", "target"]).loc[("params", "cifar10 valid 108ep")]
+    assert params["n"] == 30 and -1 <= params["spearman"] <= 1
+
+
+def test_reinforce_over_the_whole_space_draws_only_valid_cells():
+    """Most combinations of NB101's decisions are no cell; REINFORCE redraws them (rejection)."""
+    from hnas.oracles import Outcome
+
+    space = create_space("nb101")
+
+    class Oracle:
+        test_columns = {}
+
+        def index(self, arch):
+            return 0
+
+        def query(self, arch):  # more vertices and convs train better, in this made-up benchmark
+            return Outcome(val_acc=float(arch.count("c3") * 10 + len(arch)), cost_s=1.0)
+
+        def test_accs(self, arch):
+            return {}
+
+        def describe(self):
+            return {}
+
+    universe = Universe(space, space.all_archs())
+    assert universe.is_whole
+    result = run_search({"name": "reinforce", "queries": 40, "budget_s": None}, Problem(universe, Oracle(), seed=1))
+    queried = [r["arch"] for r in result.records]
+    assert len(queried) == 40 and all(space.validate(a) == a for a in queried)
+    assert len(set(queried)) > 30  # a fresh policy is close to uniform over the decisions
+
+
+def test_a_search_without_the_table_says_how_to_get_it(tmp_path, monkeypatch):
+    from hnas.stages import search
+
+    monkeypatch.setenv("HNAS_DATA_DIR", str(tmp_path / "empty"))
+    cfg = configure("stage=search", *SMALL, "search=random", "search.queries=3")
+    with pytest.raises(HnasError, match="hnas-nb101-convert --tfrecord"):
+        search.run(cfg, tmp_path / "run", tensorboard=False)
+    # the probe and table settings of the zero-cost protocol come with the space
+    assert configure("space=nb101").probe.batch_size == 256
+    assert json.dumps(configure("space=nb101").space.__dict__) == '{"name": "nb101", "init": "port", "stem_channels": 128}'
