@@ -19,6 +19,7 @@ epochs. Its protocol (hnas.search and the stages use nothing else):
     oracle = create_oracle("nb201-table", dataset="cifar10-valid", epochs=12)
 """
 
+import inspect
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -49,7 +50,14 @@ def register_oracle(name, space):
 
 
 def create_oracle(name, **options):
-    return ORACLES.get(name)(**options)
+    """The oracle `name` with `options`; an option it does not take is an HnasError listing those it does."""
+    cls = ORACLES.get(name)
+    accepted = [p for p in inspect.signature(cls).parameters if p != "table"]
+    unknown = [key for key in options if key not in accepted]
+    if unknown:
+        raise HnasError(f"oracle {name!r} takes no option {', '.join(unknown)} (search.query_{unknown[0]}); it "
+                        f"takes: {', '.join(accepted)}")
+    return cls(**options)
 
 
 def oracles_for(space):

@@ -1,8 +1,10 @@
 """Speed and memory of the metric engine, relative to one forward+backward pass of the same network.
 
     python perf/bench_metrics.py --archs 30 --batch 64 --threads 2 --device cpu
+    python perf/bench_metrics.py --space nb101 --archs 10 --batch 64 --no-memory
 
-For each of `--archs` random NB201 architectures (reference layout, the layout of the reference values) it
+For each of `--archs` random architectures of `--space` (NB201: the reference layout, the layout of the
+reference values; NB101: the benchmark's network, `--stem` channels) it
 times, interleaved and `--repeat` times each (keeping the fastest, which is the least disturbed by other
 processes on a shared machine):
   - one forward+backward pass of the mean cross-entropy (`loss.backward()`, training mode): the unit;
@@ -46,13 +48,23 @@ def probe_batch(batch, device):
     return x.to(device), y.to(device)
 
 
-def build(arch, device, seed=0):
+SPACE_OPTIONS = {"nb201": lambda args: {"layout": "reference"}, "nb101": lambda args: {"stem_channels": args.stem}}
+
+
+def create(args):
+    from hnas.spaces import create_space
+
+    return create_space(args.space, **SPACE_OPTIONS[args.space](args))
+
+
+def build(arch, device, seed=0, space=None):
     import torch
 
-    from hnas.spaces import nb201
+    from hnas.spaces import create_space
 
     torch.manual_seed(seed)
-    return nb201.build(arch, num_classes=10, layout="reference").to(device)
+    space = space or create_space("nb201", layout="reference")
+    return space.build(arch, num_classes=10).to(device)
 
 
 def sync(device):
@@ -109,22 +121,22 @@ def speed(args, device):
     import torch
 
     from hnas.metrics import compute_metrics
-    from hnas.spaces import nb201
 
-    archs = nb201.NB201Space().sample_distinct(args.archs, seed=args.seed)
+    space = create(args)
+    archs = space.sample_distinct(args.archs, seed=args.seed)
     x, y = probe_batch(args.batch, device)
     sets = {"nine": NINE, "hnas": HNAS}
     if args.each:
         sets.update({name: [name] for name in NINE})
     # warm-up (kernel selection, allocator)
-    net = build(archs[0], device)
+    net = build(archs[0], device, space=space)
     forward_backward(net, x, y)
     compute_metrics(net, x, y, NINE)
     units = {"fb": forward_backward, "fb_pool": forward_backward_engine_pooling}
     ratios = {(k, u): [] for k in sets for u in units}
     seconds = {k: [] for k in list(units) + list(sets)}
     for i, arch in enumerate(archs):
-        net = build(arch, device, seed=i)
+        net = build(arch, device, seed=i, space=space)
         best = {k: float("inf") for k in seconds}
         for _ in range(args.repeat):
             for unit, fn in units.items():
@@ -191,6 +203,8 @@ def memory(args, device, what):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--space", default="nb201", choices=sorted(SPACE_OPTIONS))
+    parser.add_argument("--stem", type=int, default=128, help="NB101: stem channels (128 in the benchmark)")
     parser.add_argument("--archs", type=int, default=30)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
@@ -208,7 +222,8 @@ def main(argv=None):
         parser.error("--device cuda: no CUDA device is available")
     device = torch.device(args.device)
     print(f"torch {torch.__version__}, device {device}, threads {args.threads}, batch {args.batch}, "
-          f"{args.archs} random NB201 architectures (reference layout), fastest of {args.repeat}")
+          f"{args.archs} random {args.space} architectures ({SPACE_OPTIONS[args.space](args)}), fastest of "
+          f"{args.repeat}")
     ratios, seconds = speed(args, device)
     print()
     print(f"median forward+backward: {statistics.median(seconds['fb']) * 1e3:.1f} ms "
@@ -221,7 +236,7 @@ def main(argv=None):
         print(f"{label:54s} {unit_labels[unit]:46s} median {statistics.median(values):5.2f}x  "
               f"[min {min(values):.2f}, max {max(values):.2f}]  "
               f"median {statistics.median(seconds[key]) * 1e3:.0f} ms{ref}")
-    if not args.no_memory:
+    if not args.no_memory and args.space == "nb201":
         fb = memory(args, device, "fb")
         ntk = memory(args, device, "ntk_trace")
         print()

@@ -93,6 +93,26 @@ def test_precompute_every_search_and_both_reports_on_the_fixture(fixture_data, t
     assert params["n"] == 30 and -1 <= params["spearman"] <= 1
 
 
+@needs_data
+def test_the_query_split_and_repeat_are_config_keys(fixture_data, tmp_path):
+    from hnas.stages import search
+
+    overrides = ["stage=search", *SMALL, "search=random", "search.queries=4"]
+    one = search.run(configure(*overrides, "search.query_repeat=1", "search.query_split=test"), tmp_path / "a",
+                     tensorboard=False)
+    assert one["query"]["repeat"] == 1 and one["query"]["split"] == "test"
+    by_hash = {h: c[108] for h, (_, c) in fixture_data.items()}
+    space = create_space("nb101")
+    queries = pd.read_csv(tmp_path / "a" / "queries.csv")
+    for arch, val in zip(queries["arch"], queries["val_acc"]):
+        assert val == pytest.approx(100 * by_hash[space.hash(arch)][1]["final_test_accuracy"])
+    drawn = [search.run(configure(*overrides, "search.query_repeat=random", f"seed={seed}"), tmp_path / str(seed),
+                        tensorboard=False) for seed in (0, 0)]
+    assert drawn[0]["search_cost_s"] == drawn[1]["search_cost_s"]  # seeded: the same runs again
+    with pytest.raises(HnasError, match="oracle 'nb201-table' takes no option repeat.*takes: dataset, epochs"):
+        search.run(configure("stage=search", "search=random", "search.query_repeat=mean"), tmp_path / "b")
+
+
 def test_reinforce_over_the_whole_space_draws_only_valid_cells():
     """Most combinations of NB101's decisions are no cell; REINFORCE redraws them (rejection)."""
     from hnas.oracles import Outcome

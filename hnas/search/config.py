@@ -12,6 +12,8 @@ name their schema, so every default lives here, once. Keys shared by all algorit
 - `query_dataset` / `query_epochs`: what a query returns: the validation accuracy after `query_epochs`
   epochs on `query_dataset`, costing that training's time; None: the space's oracle's default (NB201:
   12-epoch cifar10-valid, as HNAS; NB101: 108-epoch cifar10).
+- `query_split` / `query_repeat`: for oracles that take them (NB101: the split a query reads, and which of
+  the 3 training runs: mean, 0, 1, 2, or random, drawn from the run's seed and the cell); None: the default.
 
 Every value is checked when the dataclass is constructed (`__post_init__`): `OmegaConf.to_object` of the
 composed config, and `hnas.search.search_config`, construct it, so a bad setting fails with an HnasError
@@ -53,6 +55,8 @@ class _Common:
     budget_s: Optional[float] = None
     query_dataset: Optional[str] = None
     query_epochs: Optional[int] = None
+    query_split: Optional[str] = None  # valid | test (NB101's oracle); None: the oracle's default
+    query_repeat: Optional[str] = None  # NB101: mean | 0 | 1 | 2 | random (one run per cell, from the seed)
     # space: draw candidates from the whole space. metric_table: only from the architectures of the run's
     # metric table (for searching where only part of the space has precomputed metrics).
     universe: str = "space"

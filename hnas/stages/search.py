@@ -48,7 +48,10 @@ def run(cfg, out_dir, oracle=None, metrics_of=None, tensorboard=True):
     scfg = cfg.search
     space = create_space(cfg.space.name, **space_options(cfg.space))
     if oracle is None:
-        query = {"dataset": scfg.query_dataset, "epochs": scfg.query_epochs}
+        query = {"dataset": scfg.query_dataset, "epochs": scfg.query_epochs, "split": scfg.query_split,
+                 "repeat": _repeat(scfg.query_repeat)}
+        if scfg.query_repeat == "random":
+            query["seed"] = int(cfg.seed)
         oracle = create_oracle(default_oracle(space.name), **{k: v for k, v in query.items() if v is not None})
     metric = cfg.metric.name
     names = SEARCHES.get(scfg.name)(scfg).metric_names(metric)
@@ -124,6 +127,11 @@ def write_queries(records, path, test_columns):
 
     frame = pd.DataFrame(records, columns=query_columns(test_columns))
     atomic_write_text(path, frame.to_csv(index=False))
+
+
+def _repeat(text):
+    """search.query_repeat as an oracle takes it: a run number as an int ("1" -> 1), else as given."""
+    return int(text) if text is not None and text.isdigit() else text
 
 
 def _log_query(r):
