@@ -15,10 +15,9 @@ import re
 import numpy as np
 
 from hnas.spaces.nb101.hashing import OPS
+from hnas.spaces.nb101.spec import MAX_VERTICES, NUM_CELLS
 
-NUM_CELLS = 423_624  # unique cells of the official space (NB README)
 NUM_REPEATS = 3
-MAX_VERTICES = 7
 BUDGETS = (4, 12, 36, 108)  # the epoch budgets of nasbench_full; nasbench_only108 has 108 only
 OP_NAMES = ("input",) + OPS + ("output",)  # the `ops` array holds positions in this tuple, -1 past the last vertex
 # The values of one training run, in the official API's names (its `computed_statistics` entries).
