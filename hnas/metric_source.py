@@ -20,7 +20,7 @@ from hnas import data, paths
 from hnas.errors import HnasError
 from hnas.metric_table import MetricTable
 from hnas.metrics import compute_metrics
-from hnas.oracles import official_index
+from hnas.oracles import official_indexer
 
 log = logging.getLogger(__name__)
 
@@ -132,13 +132,13 @@ class MetricSource:
         seconds, error) per architecture (error: a message, values None). table.csv is rewritten at the end,
         also when the consumer stops early or Ctrl-C interrupts."""
         self._open_for_writing()
+        index_of = official_indexer(self.settings.space)  # one oracle for the whole run, not one per row
         try:
             with self.table.writer(shard, num_shards) as writer:
                 for arch, values, seconds, error in _results(todo, self.settings, self._batch, self.device,
                                                              self.workers):
                     if error is None:
-                        writer.write(arch, official_index(self.settings.space, arch), values, seconds,
-                                     self.device)
+                        writer.write(arch, index_of(arch), values, seconds, self.device)
                         self.computed += 1
                     yield arch, values, seconds, error
         finally:

@@ -90,11 +90,6 @@ def official_indexer(space):
     return index
 
 
-def official_index(space, arch):
-    """The benchmark index of one architecture (see official_indexer)."""
-    return official_indexer(space)(arch)
-
-
 class BenchmarkOracle:
     """Answers from a benchmark table with `archs`, `index_of`, `accuracy(arch, dataset, split, epochs)` and
     `train_time(arch, dataset, epochs)`: the validation accuracy after `epochs` on `dataset`, at the cost of
