@@ -6,23 +6,13 @@ import os
 import sys
 from pathlib import Path
 
-import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 
 from hnas import paths
 from hnas.errors import HnasError
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(name):
-    """`auto` -> cuda when available, else cpu. Asking for cuda without a GPU is an error, not a fallback."""
-    name = getattr(name, "value", name)
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise HnasError("device=cuda was requested but no CUDA GPU is visible; use device=cpu or device=auto")
-    return torch.device(name)
 
 
 def _export_paths(config):
@@ -44,7 +34,18 @@ def execute(cfg):
         return stage.run(config, out_dir)
     except HnasError as error:
         log.error("%s", error)
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # not SystemExit: the sweep's other jobs still run, and the summary lists this one (callbacks)
         sys.exit(f"error: {error}")
     except KeyboardInterrupt:
         log.error("interrupted; everything finished so far is saved, and a rerun resumes")
         sys.exit(130)
+
+
+def run_overrides():
+    """The command-line overrides (key=value strings) of the Hydra run in progress, or [] outside one
+    (tests, library use): result files record them."""
+    try:
+        return list(HydraConfig.get().overrides.task)
+    except ValueError:  # HydraConfig was not set: no Hydra run
+        return []

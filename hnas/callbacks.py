@@ -1,7 +1,8 @@
 """Hydra callbacks (configured under `hydra.callbacks` in conf/config.yaml).
 
-`SweepSummary` writes summary.csv and summary.md (mean and std per setting) into a search sweep's folder when
-the sweep ends. Hydra does not call `on_multirun_end` when a job failed, and passes it no job results, so the
+`SweepSummary` writes summary.csv and summary.md (mean and std per setting, and the jobs without a result:
+where their log is and what it says went wrong) into a search sweep's folder after every job and when the
+sweep ends. Hydra does not call `on_multirun_end` when a job failed, and passes it no job results, so the
 summary is built from the result.json files the jobs wrote; `python run.py stage=report stage.kind=search
 stage.inputs=[<sweep folder>]` (or hnas.reports.results.summarize_sweep) rebuilds it for a partly
 failed sweep. Sweeps of other stages (precompute, report, train) write no result.json: they are left alone.
@@ -17,7 +18,18 @@ log = logging.getLogger(__name__)
 
 
 class SweepSummary(Callback):
+    def on_job_end(self, config, job_return, **kwargs):
+        # Rebuilt after every job, from the files: a sweep whose jobs fail or are killed (Hydra then skips
+        # on_multirun_end) still has a summary of what finished and a list of what did not.
+        mode = OmegaConf.select(config, "hydra.mode")
+        if getattr(mode, "name", mode) == "MULTIRUN":
+            self._summarize(config)
+
     def on_multirun_end(self, config, **kwargs):
+        self._summarize(config)
+
+    @staticmethod
+    def _summarize(config):
         sweep_dir = Path(config.hydra.sweep.dir)
         stage = OmegaConf.select(config, "stage.name")
         if stage != "search":
@@ -29,10 +41,8 @@ class SweepSummary(Callback):
 
         try:
             runs, summary = summarize_sweep(sweep_dir)
-            if summary.empty:
-                log.info("search sweep %s wrote no usable result.json: no summary", sweep_dir)
-                return
             csv_path, md_path = write_summary(runs, summary, sweep_dir)
-            log.info("sweep summary of %d setting(s) written to %s and %s", len(summary), csv_path, md_path)
+            log.info("sweep summary of %d setting(s), %d job(s) without a result, written to %s and %s",
+                     len(summary), len(runs.failed), csv_path, md_path)
         except Exception:  # a summary failure must not turn a finished sweep into a failed one
             log.exception("could not write the summary of sweep %s", sweep_dir)

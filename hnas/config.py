@@ -33,6 +33,17 @@ class ReportKind(Enum):
     search = "search"
 
 
+class LrSchedule(Enum):
+    cosine = "cosine"
+    linear = "linear"
+    exp = "exp"
+
+
+class LrStep(Enum):
+    after_epoch = "after_epoch"  # HNAS: the scheduler steps after each epoch; epoch e trains at value e
+    before_epoch = "before_epoch"  # original DARTS: it steps first; epoch e trains at value e + 1
+
+
 @dataclass
 class DatasetConfig:
     name: str = MISSING
@@ -122,25 +133,100 @@ class ReportStage:
 
 
 @dataclass
+class TrainStage:
+    name: str = "train"
+    arch: Optional[str] = None  # an arch string or a name the space knows (DARTS: DARTS_V2, ...)
+    from_result: Optional[str] = None  # a search run's result.json, or its folder
+
+    def __post_init__(self):
+        require(self.arch is None or self.from_result is None, "stage.from_result", self.from_result,
+                "name the architecture once: stage.arch or stage.from_result, not both")
+
+
+@dataclass
+class TrainConfig:
+    """A training protocol (conf/train/<name>.yaml; hnas.train). Schedules: hnas.train.schedule."""
+
+    name: str = MISSING
+    epochs: int = MISSING
+    batch_size: int = MISSING  # in total: each of N processes (torchrun) takes batch_size / N
+    lr: float = MISSING
+    lr_schedule: LrSchedule = LrSchedule.cosine
+    lr_step: LrStep = LrStep.after_epoch
+    lr_min: float = 0.0  # cosine: the floor
+    lr_gamma: float = 0.97  # exp: lr * lr_gamma ** t
+    warmup_epochs: int = 0  # the first N epochs train at lr * (epoch + 1) / N, overriding the schedule
+    momentum: float = 0.9
+    weight_decay: float = MISSING
+    label_smoothing: float = 0.0  # of the training loss; the test loss is plain cross-entropy
+    init_channels: int = MISSING
+    layers: int = MISSING
+    auxiliary: bool = MISSING  # the auxiliary head and its loss, if the space's network has one
+    auxiliary_weight: float = 0.4
+    drop_path_prob: float = 0.0  # reached linearly: epoch e drops with drop_path_prob * e / epochs
+    grad_clip: Optional[float] = 5.0  # max gradient norm, null: no clipping
+    cutout: Optional[int] = None  # side of the Cutout square, null: no Cutout
+    workers: int = 4  # data-loading processes per training process, 0: load in the training process
+    amp: bool = True  # mixed precision (float16 autocast, GradScaler) on CUDA; CPU always trains in float32
+    channels_last: bool = True  # on CUDA
+    deterministic: bool = True  # cuDNN deterministic, no benchmark (False: cudnn.benchmark, as DARTS)
+    steps_per_epoch: Optional[int] = None  # stop each epoch after N steps (quick checks); null: whole epoch
+    subset: Optional[int] = None  # only the first N images of each split (quick checks); null: all
+
+    def __post_init__(self):
+        from hnas.train.schedule import LINEAR_TAIL
+
+        require(self.epochs >= 1, "train.epochs", self.epochs, "train at least 1 epoch")
+        require(self.batch_size >= 1, "train.batch_size", self.batch_size, "needs at least 1 image per step")
+        require(self.lr > 0, "train.lr", self.lr, "the learning rate must be > 0")
+        require(0 <= self.lr_min <= self.lr, "train.lr_min", self.lr_min, f"needs 0 <= lr_min <= train.lr={self.lr}")
+        require(0 < self.lr_gamma <= 1, "train.lr_gamma", self.lr_gamma, "a decay factor in (0, 1]")
+        require(self.lr_schedule != LrSchedule.linear or self.epochs > LINEAR_TAIL, "train.epochs", self.epochs,
+                f"the linear schedule needs more than its {LINEAR_TAIL} tail epochs")
+        require(0 <= self.warmup_epochs <= self.epochs, "train.warmup_epochs", self.warmup_epochs,
+                f"needs 0 <= warmup_epochs <= train.epochs={self.epochs}")
+        require(0 <= self.momentum < 1, "train.momentum", self.momentum, "needs 0 <= momentum < 1")
+        require(self.weight_decay >= 0, "train.weight_decay", self.weight_decay, "needs weight_decay >= 0")
+        require(0 <= self.label_smoothing < 1, "train.label_smoothing", self.label_smoothing, "needs 0 <= eps < 1")
+        require(self.init_channels >= 1, "train.init_channels", self.init_channels, "needs at least 1 channel")
+        require(self.layers >= 1, "train.layers", self.layers, "needs at least 1 layer")
+        require(self.auxiliary_weight >= 0, "train.auxiliary_weight", self.auxiliary_weight, "needs a weight >= 0")
+        require(0 <= self.drop_path_prob < 1, "train.drop_path_prob", self.drop_path_prob, "a probability in [0, 1)")
+        require(self.grad_clip is None or self.grad_clip > 0, "train.grad_clip", self.grad_clip,
+                "a norm > 0, or null for no clipping")
+        require(self.cutout is None or self.cutout >= 1, "train.cutout", self.cutout,
+                "a square side >= 1 pixel, or null for no Cutout")
+        require(self.workers >= 0, "train.workers", self.workers, "a number of processes >= 0")
+        require(self.steps_per_epoch is None or self.steps_per_epoch >= 1, "train.steps_per_epoch",
+                self.steps_per_epoch, "at least 1 step, or null for whole epochs")
+        require(self.subset is None or self.subset >= 2, "train.subset", self.subset,
+                "at least 2 images (BatchNorm needs 2 per batch), or null for the whole dataset")
+
+
+@dataclass
 class Config:
     seed: int = 0
     device: Device = Device.auto
+    jobs_per_gpu: int = 1  # jobs that may share one GPU at a time (hnas.devices; docs/scale.md)
     space: Any = MISSING
     dataset: Any = MISSING
     metric: Any = MISSING
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     stage: Any = MISSING
     search: Any = MISSING
+    train: Any = MISSING
     paths: Any = MISSING
 
     def __post_init__(self):
         require(self.seed >= 0, "seed", self.seed, "seeds are whole numbers >= 0")
+        require(self.jobs_per_gpu >= 1, "jobs_per_gpu", self.jobs_per_gpu, "at least 1 job per GPU")
 
 
 STAGE_SCHEMAS = {
     "precompute": PrecomputeStage,
     "search": SearchStage,
     "report": ReportStage,
+    "train": TrainStage,
 }
 
 
@@ -155,6 +241,7 @@ def register_configs():
         cs.store(group="schema/space", name=name, node=SPACES.get(name).schema)
     cs.store(group="schema/dataset", name="dataset", node=DatasetConfig)
     cs.store(group="schema/paths", name="paths", node=PathsConfig)
+    cs.store(group="schema/train", name="train", node=TrainConfig)
     for name, schema in STAGE_SCHEMAS.items():
         cs.store(group="schema/stage", name=name, node=schema)
     for name in SEARCHES.names():
@@ -166,17 +253,24 @@ def register_configs():
 
 
 def group_options(group):
-    """The options of a config group: its conf/<group>/*.yaml files and the nodes stored in Hydra's
-    ConfigStore under it (metrics, and spaces or algorithms registered from outside hnas)."""
-    stored = ConfigStore.instance().repo.get(group, {})
+    """The options of a config group (`space`, or a nested one: `hydra/launcher`): its conf/<group>/*.yaml
+    files and the nodes stored in Hydra's ConfigStore under it (metrics, spaces or algorithms registered from
+    outside hnas, the launchers of installed Hydra plugins)."""
+    stored = ConfigStore.instance().repo
+    for part in group.split("/"):
+        stored = stored.get(part, {})
     return sorted({p.stem for p in (CONF_DIR / group).glob("*.yaml")}
                   | {name.removesuffix(".yaml") for name, node in stored.items() if not isinstance(node, dict)})
 
 
+def yaml_groups():
+    """The config groups of conf/: every folder that holds options, nested ones as `hydra/launcher`."""
+    return sorted({p.parent.relative_to(CONF_DIR).as_posix() for p in CONF_DIR.rglob("*.yaml")} - {"."})
+
+
 def group_listing():
     """The `--help` list of group options."""
-    groups = sorted({d.name for d in CONF_DIR.iterdir() if d.is_dir()} | {"metric"})
-    return "\n".join(f"{group}: {', '.join(group_options(group))}" for group in groups)
+    return "\n".join(f"{group}: {', '.join(group_options(group))}" for group in sorted({*yaml_groups(), "metric"}))
 
 
 def validate(cfg):
@@ -199,6 +293,8 @@ def validate(cfg):
     if config.stage.name == "precompute" and config.stage.archs:
         for arch in config.stage.archs:
             space.validate(arch)
+    if config.stage.name == "train" and config.stage.arch is not None:
+        space.validate(config.stage.arch)
     return config
 
 

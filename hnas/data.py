@@ -1,12 +1,15 @@
-"""Datasets (CIFAR-10, CIFAR-100, ImageNet16-120, fake) and the probe batch the metrics score networks on.
+"""Datasets (CIFAR-10, CIFAR-100, ImageNet16-120, ImageNet, fake) and the probe batch the metrics score networks on.
 
 Every dataset yields (normalised float tensor C x H x W, int label), normalised with NAS-Bench-201's per-dataset
-mean and std. Where each dataset is looked for, under the data folder (`hnas.paths.data_dir()` by default):
+mean and std (ImageNet: resized to 256, centre-cropped to 224, the usual ImageNet mean and std), unless the
+caller passes its own `transform` of the PIL image (training augmentation, hnas.train.data). Where each
+dataset is looked for, under the data folder (`hnas.paths.data_dir()` by default):
 
 - cifar10 / cifar100: the official python-pickle files as torchvision downloads them
   (`cifar10/cifar-10-batches-py/`, `cifar100/cifar-100-python/`), else class folders of images
   (`cifar10-test-jpg/<split>/<class>/*.jpg` or `cifar10-jpg/<split>/...`, likewise for cifar100).
 - imagenet16_120: the standard ImageNet16 pickles `imagenet16/train_data_batch_1..10` and `imagenet16/val_data`.
+- imagenet: class folders `imagenet/train/<wnid>/*.JPEG` (train) and `imagenet/val/<wnid>/*.JPEG` (test).
 - fake: torchvision FakeData, generated, nothing to download.
 
 See docs/data.md.
@@ -19,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import datasets, transforms
 
@@ -27,15 +31,16 @@ from hnas.errors import HnasError
 
 log = logging.getLogger(__name__)
 
-NAMES = ("cifar10", "cifar100", "imagenet16_120", "fake")
+NAMES = ("cifar10", "cifar100", "imagenet16_120", "imagenet", "fake")
 SPLITS = ("train", "test")
-NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet16_120": 120, "fake": 10}
+NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet16_120": 120, "imagenet": 1000, "fake": 10}
 
 # NAS-Bench-201's normalisation (its get_datasets), in 0..255 pixel units divided by 255.
 NORMALISATION = {
     "cifar10": ([x / 255 for x in (125.3, 123.0, 113.9)], [x / 255 for x in (63.0, 62.1, 66.7)]),
     "cifar100": ([x / 255 for x in (129.3, 124.1, 112.4)], [x / 255 for x in (68.2, 65.4, 70.4)]),
     "imagenet16_120": ([x / 255 for x in (122.68, 116.66, 104.01)], [x / 255 for x in (63.22, 61.26, 65.09)]),
+    "imagenet": ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
     "fake": ([0.5, 0.5, 0.5], [0.5, 0.5, 0.5]),
 }
 
@@ -53,6 +58,7 @@ CIFAR_FILES = {
 }
 IMAGENET16_FILES = {"train": [f"train_data_batch_{i}" for i in range(1, 11)], "test": ["val_data"]}
 IMAGENET16_CLASSES = 120  # ImageNet16-120 keeps the first 120 of the 1,000 ImageNet classes
+IMAGENET_FOLDERS = {"train": "train", "test": "val"}  # the ILSVRC-2012 validation images are its test split
 
 FAKE_SIZE = 1000
 FAKE_OFFSETS = {"train": 0, "test": 1_000_000}  # different seeds, so the two fake splits hold different images
@@ -65,22 +71,29 @@ HOW_TO_GET = {
     "imagenet16_120": "download ImageNet16 (the 16x16 downsampled ImageNet of Chrabaszcz et al. 2017, "
     "https://image-net.org/download-images, 'Imagenet16_train.zip' and 'Imagenet16_val.zip') and unpack "
     "train_data_batch_1..10 and val_data into <data folder>/imagenet16/",
+    "imagenet": "download ILSVRC-2012 (https://image-net.org/download-images) and unpack it into class folders "
+    "<data folder>/imagenet/train/<wnid>/*.JPEG and <data folder>/imagenet/val/<wnid>/*.JPEG (the validation "
+    "images sorted into class folders, e.g. with the usual valprep.sh)",
 }
 
 
 class ArrayDataset(Dataset):
-    """uint8 images (N, 3, H, W) with int labels -> (normalised float tensor, int), as ToTensor + Normalize."""
+    """uint8 images (N, 3, H, W) with int labels -> (normalised float tensor, int), as ToTensor + Normalize;
+    with a `transform`, (transform(PIL image), int) instead."""
 
-    def __init__(self, images, labels, mean, std):
+    def __init__(self, images, labels, mean, std, transform=None):
         self.images = torch.from_numpy(np.ascontiguousarray(images, dtype=np.uint8))
         self.targets = [int(label) for label in labels]
         self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+        self.transform = transform
 
     def __len__(self):
         return len(self.targets)
 
     def __getitem__(self, i):
+        if self.transform is not None:
+            return self.transform(Image.fromarray(self.images[i].permute(1, 2, 0).numpy())), self.targets[i]
         image = self.images[i].float().div(255.0)
         return (image - self.mean) / self.std, self.targets[i]
 
@@ -106,11 +119,12 @@ def num_classes(name):
     return NUM_CLASSES[_name(name)]
 
 
-def load_dataset(name, split="train", data_dir=None):
-    """The `split` ("train" or "test") of dataset `name`; HnasError naming what was looked for if absent."""
+def load_dataset(name, split="train", data_dir=None, transform=None):
+    """The `split` ("train" or "test") of dataset `name`; HnasError naming what was looked for if absent.
+    `transform` (of a PIL image) replaces the default ToTensor + Normalize."""
     name, split, root = _name(name), _split(split), _root(data_dir)
     if name == "fake":
-        return _fake(split)
+        return _fake(split, transform)
     source = _find(name, split, root)
     if source is None:
         raise HnasError(
@@ -121,10 +135,10 @@ def load_dataset(name, split="train", data_dir=None):
         )
     kind, location = source
     if kind == "imagefolder":
-        return _image_folder(name, location)
+        return _image_folder(name, location, transform)
     if name == "imagenet16_120":
-        return _imagenet16(location)
-    return _cifar_pickles(name, location)
+        return _imagenet16(location, transform)
+    return _cifar_pickles(name, location, transform)
 
 
 def available_splits(name, data_dir=None):
@@ -139,6 +153,8 @@ def _candidates(name, split, root):
     """Where a split may live, in order of preference: official files first, then image folders."""
     if name == "imagenet16_120":
         return [[root / "imagenet16" / f for f in IMAGENET16_FILES[split]]]
+    if name == "imagenet":
+        return [root / "imagenet" / IMAGENET_FOLDERS[split]]
     folder, files, _ = CIFAR_FILES[name]
     return [
         [root / name / folder / f for f in files[split]],
@@ -170,15 +186,18 @@ def _find(name, split, root):
 
 def _transform(name):
     mean, std = NORMALISATION[name]
-    return transforms.Compose([transforms.ToTensor(), transforms.Normalize(mean, std)])
+    # ImageNet images differ in size: DARTS's evaluation resize and crop makes them one size (probe batches)
+    resize = [transforms.Resize(256), transforms.CenterCrop(224)] if name == "imagenet" else []
+    return transforms.Compose([*resize, transforms.ToTensor(), transforms.Normalize(mean, std)])
 
 
-def _image_folder(name, folder):
-    dataset = datasets.ImageFolder(str(folder), transform=_transform(name))
+def _image_folder(name, folder, transform=None):
+    dataset = datasets.ImageFolder(str(folder), transform=transform or _transform(name))
     # ImageFolder numbers the class folders in sorted order; both CIFAR label orders are alphabetical, so the
     # labels are the standard ones exactly when the folders are the standard classes.
     if name == "cifar10" and tuple(dataset.classes) != CIFAR10_CLASSES:
-        raise HnasError(f"class folders in {folder} are {dataset.classes}; expected the CIFAR-10 classes {list(CIFAR10_CLASSES)}")
+        raise HnasError(f"class folders in {folder} are {dataset.classes}; expected the CIFAR-10 classes "
+                        f"{list(CIFAR10_CLASSES)}")
     if len(dataset.classes) != NUM_CLASSES[name]:
         raise HnasError(f"{folder} has {len(dataset.classes)} class folders; {name} has {NUM_CLASSES[name]}")
     return dataset
@@ -215,24 +234,24 @@ def _read_batches(files, label_key, side):
     return np.concatenate(images), np.concatenate(labels)
 
 
-def _cifar_pickles(name, files):
+def _cifar_pickles(name, files, transform=None):
     images, labels = _read_batches(files, CIFAR_FILES[name][2], side=32)
-    return ArrayDataset(images, labels, *NORMALISATION[name])
+    return ArrayDataset(images, labels, *NORMALISATION[name], transform=transform)
 
 
-def _imagenet16(files):
+def _imagenet16(files, transform=None):
     images, labels = _read_batches(files, "labels", side=16)
     # Labels are 1-based over 1,000 classes; ImageNet16-120 keeps classes 1..120 and numbers them 0..119.
     keep = (labels >= 1) & (labels <= IMAGENET16_CLASSES)
-    return ArrayDataset(images[keep], labels[keep] - 1, *NORMALISATION["imagenet16_120"])
+    return ArrayDataset(images[keep], labels[keep] - 1, *NORMALISATION["imagenet16_120"], transform=transform)
 
 
-def _fake(split):
+def _fake(split, transform=None):
     return datasets.FakeData(
         size=FAKE_SIZE,
         image_size=(3, 32, 32),
         num_classes=NUM_CLASSES["fake"],
-        transform=_transform("fake"),
+        transform=transform or _transform("fake"),
         random_offset=FAKE_OFFSETS[split],
     )
 

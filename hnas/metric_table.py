@@ -313,13 +313,23 @@ def _number(value, name):
 
 
 def ship(folder, shipped_root=None):
-    """Copy the table in `folder` into the package's shipped tables (maintainers: hnas/embedded/PROVENANCE.md):
-    its meta.json, and every complete row of its logs as one gzip-compressed log (byte-reproducible)."""
+    """Add the table in `folder` to the package's shipped tables (maintainers: hnas/embedded/PROVENANCE.md):
+    its meta.json, and one gzip-compressed log (byte-reproducible) of the rows already shipped followed by
+    every complete row of the folder's logs that is not among them. Keeping the shipped rows means a results
+    folder that holds only new rows (a fresh machine's) adds to the shipped table instead of replacing it."""
     folder = Path(folder)
     dest = Path(shipped_root or paths.embedded_dir() / "metric-tables") / folder.name
     dest.mkdir(parents=True, exist_ok=True)
+    if (dest / "meta.json").exists():
+        shipped, new = (json.loads((f / "meta.json").read_text()) for f in (dest, folder))
+        differ = sorted(k for k in shipped.keys() | new.keys() if shipped.get(k) != new.get(k))
+        if differ:  # one meta describes every row, so rows of another probe or environment cannot join
+            raise HnasError(f"cannot ship {folder}: its meta.json differs from the shipped one in {dest} in "
+                            f"{', '.join(differ)}. Ship it under other settings, or recompute its rows where the "
+                            "shipped ones were computed")
     (dest / "meta.json").write_bytes((folder / "meta.json").read_bytes())
-    lines = [line for log in sorted(folder.glob("rows*.jsonl")) for line in _complete_lines(log)]
+    logs = ([dest / "rows.jsonl.gz"] if (dest / "rows.jsonl.gz").exists() else []) + sorted(folder.glob("rows*.jsonl"))
+    lines = list(dict.fromkeys(line for log in logs for line in _complete_lines(log)))
     with open(dest / "rows.jsonl.gz", "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:
         f.write(b"".join(line + b"\n" for line in lines))
     return dest

@@ -14,7 +14,7 @@ from torch import nn
 
 from conftest import REPO, compose, configure
 from hnas import data
-from hnas.config import STAGE_SCHEMAS, group_options
+from hnas.config import STAGE_SCHEMAS, group_options, register_configs, yaml_groups
 from hnas.metrics import compute_metrics, list_metrics
 from hnas.search import SEARCHES, run_search
 from hnas.spaces import SPACES, create_space, list_spaces, space_options
@@ -27,9 +27,9 @@ def yaml_options(group):
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
-YAML_GROUPS = sorted(d.name for d in CONF.iterdir() if d.is_dir())
+YAML_GROUPS = yaml_groups()
 # Each config group and the test below that builds every one of its options.
-BUILT_GROUPS = {"space", "dataset", "metric", "stage", "search", "paths", "experiment"}
+BUILT_GROUPS = {"space", "dataset", "metric", "stage", "search", "paths", "experiment", "train", "hydra/launcher"}
 # Options are read from conf/ and the registries; unions, so an option only one side has still gets built
 # (and fails there) rather than being skipped.
 SPACE_OPTIONS = sorted(set(yaml_options("space")) | set(list_spaces()))
@@ -127,6 +127,40 @@ def test_stage_option_is_a_stage_that_runs(option):
     assert callable(stage.run)
 
 
+@pytest.mark.parametrize("option", yaml_options("train"))
+def test_train_option_is_a_protocol_with_a_learning_rate_every_epoch(option):
+    from hnas.config import TrainConfig
+    from hnas.train.schedule import lr_at
+
+    cfg = configure("stage=train", f"train={option}")
+    assert type(cfg.train) is TrainConfig and cfg.train.name == option
+    rates = [lr_at(cfg.train, epoch) for epoch in range(cfg.train.epochs)]
+    assert all(0 <= lr <= cfg.train.lr for lr in rates) and max(rates) > 0
+
+
+# The Hydra plugin each launcher preset extends, and the extra that installs it.
+LAUNCHER_PLUGINS = {"processes": ("hydra_joblib_launcher", "the base install"),
+                    "submitit_processes": ("hydra_submitit_launcher", 'pip install -e ".[slurm]"'),
+                    "slurm": ("hydra_submitit_launcher", 'pip install -e ".[slurm]"'),
+                    "ray_cluster": ("hydra_ray_launcher", 'pip install -e ".[ray]"')}
+
+
+@pytest.mark.parametrize("option", yaml_options("hydra/launcher"))
+def test_launcher_option_composes_to_a_launcher_class(option):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.utils import get_class
+
+    plugin, extra = LAUNCHER_PLUGINS[option]
+    pytest.importorskip(f"hydra_plugins.{plugin}", reason=f"hydra/launcher={option} needs {extra}")
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = hydra_compose(config_name="config", overrides=[f"hydra/launcher={option}"], return_hydra_config=True)
+    launcher = get_class(cfg.hydra.launcher._target_)
+    assert launcher.__module__.startswith(f"hydra_plugins.{plugin}")
+    assert "sweeper" not in OmegaConf.to_container(cfg.hydra.launcher)  # the preset holds launcher keys only
+
+
 @pytest.mark.parametrize("option", yaml_options("paths"))
 def test_paths_option_reads_the_environment(option, monkeypatch, tmp_path):
     monkeypatch.setenv("HNAS_DATA_DIR", str(tmp_path / "data"))
@@ -187,8 +221,12 @@ def test_help_lists_groups_and_options():
     result = run_cli("--help")
     assert result.returncode == 0
     lines = result.stdout.splitlines()
+    listed = dict(line.split(": ", 1) for line in lines if ": " in line and " " not in line.split(": ", 1)[0])
     for group in YAML_GROUPS:
-        assert f"{group}: {', '.join(yaml_options(group))}" in lines, group
+        # hnas's options; a Hydra group also lists what installed plugins store (launchers: joblib, ...)
+        options = listed[group].split(", ")
+        assert options == yaml_options(group) if not group.startswith("hydra/") else \
+            set(yaml_options(group)) <= set(options), group
     assert f"metric: {', '.join(METRIC_OPTIONS)}" in lines
     assert "schema" not in result.stdout.split("== Resolved config")[0]  # schemas are not offered as options
 

@@ -112,8 +112,8 @@ def test_stage_needs_a_known_space_with_an_oracle(tmp_path):
     from hnas.oracles import default_oracle
 
     cfg = _cfg({"name": "random"})
-    cfg.space.name = "darts"
-    with pytest.raises(HnasError, match="unknown search space 'darts'"):
+    cfg.space.name = "nb301"
+    with pytest.raises(HnasError, match="unknown search space 'nb301'"):
         stage.run(cfg, tmp_path)
     assert default_oracle("nb201") == "nb201-table"
     with pytest.raises(HnasError, match="no oracle answers queries on space 'toy'.*nb201-table \\(nb201\\)"):

@@ -122,3 +122,35 @@ def test_shipped_rows_file_is_byte_reproducible(tmp_path):
         (folder / "rows.jsonl").write_bytes(f.read())
     again = ship(folder, tmp_path / "shipped")
     assert (again / "rows.jsonl.gz").read_bytes() == (SHIPPED / REFERENCE_TABLE / "rows.jsonl.gz").read_bytes()
+
+
+def test_shipping_new_rows_keeps_the_rows_already_shipped(tmp_path):
+    """A results folder holding only new rows (as on a fresh machine) adds them to the shipped table."""
+    from hnas.metric_table import ship
+
+    with gzip.open(SHIPPED / REFERENCE_TABLE / "rows.jsonl.gz") as f:
+        lines = f.read().splitlines(keepends=True)
+    shipped_root, folder = tmp_path / "shipped", tmp_path / "results" / REFERENCE_TABLE
+    for where, part in ((shipped_root / REFERENCE_TABLE, lines[:5]), (folder, lines[3:8])):
+        where.mkdir(parents=True)
+        shutil.copy(SHIPPED / REFERENCE_TABLE / "meta.json", where)
+        (where / "rows.jsonl").write_bytes(b"".join(part))
+    ship(shipped_root / REFERENCE_TABLE, shipped_root)  # turn the first layer into a shipped rows.jsonl.gz
+    (shipped_root / REFERENCE_TABLE / "rows.jsonl").unlink()
+    merged = ship(folder, shipped_root)
+    with gzip.open(merged / "rows.jsonl.gz") as f:
+        assert f.read().splitlines(keepends=True) == lines[:8]  # shipped first, overlapping rows once
+
+
+def test_shipping_rows_of_another_meta_is_refused(tmp_path):
+    from hnas.metric_table import ship
+
+    folder = tmp_path / "results" / REFERENCE_TABLE
+    folder.mkdir(parents=True)
+    meta = json.loads((SHIPPED / REFERENCE_TABLE / "meta.json").read_text())
+    meta["torch_threads"] = 16
+    (folder / "meta.json").write_text(json.dumps(meta))
+    shipped_root = tmp_path / "shipped"
+    shutil.copytree(SHIPPED / REFERENCE_TABLE, shipped_root / REFERENCE_TABLE)
+    with pytest.raises(HnasError, match="differs from the shipped one .* in torch_threads"):
+        ship(folder, shipped_root)

@@ -33,11 +33,13 @@ _IGNORED_PREFIXES = ("paths.", "hydra.")
 class Runs:
     """The usable runs of a report's inputs: one row per run in `frame` (setting columns, seed, values,
     run_dir), the test accuracies they report (`test_columns`: {dataset: column}) and the oracle they queried
-    (its registered name, for the benchmark's optimum; None when a run does not record it)."""
+    (its registered name, for the benchmark's optimum; None when a run does not record it); `failed`: the
+    job folders of a sweep that have no result.json (summarize_sweep)."""
 
     frame: pd.DataFrame
     test_columns: dict = field(default_factory=dict)
     oracle: str = None
+    failed: list = field(default_factory=list)
 
     def __len__(self):
         return len(self.frame)
@@ -161,6 +163,19 @@ def failed_jobs(sweep_dir):
     return sorted(str(job) for job in jobs if not (job / "result.json").exists())
 
 
+def failure_of(job):
+    """(log file, what it says went wrong) of a failed or unfinished job folder: its last ERROR line, else
+    its last line (a killed job's last progress), else that it wrote no log."""
+    logs = sorted(Path(job).glob("*.log"))
+    if not logs:
+        return "", "no log written (not started, or killed before it logged)"
+    lines = [line.strip() for line in logs[0].read_text(errors="replace").splitlines() if line.strip()]
+    errors = [line for line in lines if "[ERROR]" in line]
+    if errors:
+        return str(logs[0]), errors[-1].split("] - ", 1)[-1]
+    return str(logs[0]), ("unfinished: last logged " + lines[-1].split("] - ", 1)[-1]) if lines else "empty log"
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Summary (mean and std per setting)
 
@@ -190,6 +205,7 @@ def summarize_sweep(sweep_dir):
     if failed:
         log.warning("%d job folder(s) under %s have no result.json (failed or unfinished): %s", len(failed),
                     sweep_dir, ", ".join(failed[:5]) + (" ..." if len(failed) > 5 else ""))
+    runs.failed = failed
     return runs, summarize(runs)
 
 
@@ -212,8 +228,14 @@ def pm(mean, std, digits=2):
 
 
 def _summary_markdown(runs, summary):
+    failed = ""
+    if runs.failed:
+        rows = [[f"`{job}`", f"`{where}`" if where else "-", what.replace("|", "\\|")]
+                for job, (where, what) in ((job, failure_of(job)) for job in runs.failed)]
+        failed = (f"\n{len(runs.failed)} job(s) without a result.json (failed or unfinished; rerun them alone "
+                  "with their overrides, .hydra/overrides.yaml):\n\n" + markdown_table(["job", "log", "what"], rows))
     if summary.empty:
-        return "No finished runs (no result.json) found.\n"
+        return "No finished runs (no result.json) found.\n" + failed
     setting = summary_setting(summary)
     header = [*setting, *runs.test_columns, "search cost (s)", "metric time (s)", "queries", "n seeds"]
     rows = []
@@ -226,7 +248,7 @@ def _summary_markdown(runs, summary):
             f"{r['n_queries_mean']:.1f}",
             str(r["n_seeds"]),
         ])
-    return markdown_table(header, rows)
+    return markdown_table(header, rows) + failed
 
 
 def markdown_table(header, rows):

@@ -15,7 +15,6 @@ import itertools
 from dataclasses import dataclass
 from enum import Enum
 
-import torch
 from torch import nn
 
 from hnas.errors import HnasError
@@ -246,3 +245,11 @@ class NB201Space(CellSpace):
 
     def build(self, arch, num_classes):
         return build(arch, num_classes=num_classes, layout=self.layout)
+
+    def build_for_training(self, arch, num_classes, *, init_channels, layers, auxiliary, input_size):
+        """The network `stage=train` trains: `init_channels` channels in the first stage and `layers` cells per
+        stage (NB201 trained 16 and 5). It has no auxiliary head, and takes any `input_size`."""
+        if auxiliary:
+            raise HnasError("NB201 networks have no auxiliary head: set train.auxiliary=false")
+        return build(arch, num_classes=num_classes, layout=self.layout, channels=init_channels,
+                     cells_per_stage=layers)

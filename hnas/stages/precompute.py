@@ -14,7 +14,7 @@ import torch
 from tqdm import tqdm
 
 from hnas import paths
-from hnas.app import resolve_device
+from hnas.devices import resolve_device
 from hnas.errors import HnasError
 from hnas.io import atomic_write_json
 from hnas.metric_table import MetricTable, TableSettings
@@ -38,7 +38,7 @@ def run(cfg, out_dir):
     stage = cfg.stage
     metrics = list(dict.fromkeys(stage.metrics))
     settings = TableSettings.from_config(cfg)
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, cfg.jobs_per_gpu)
     source = MetricSource(settings, device, workers=stage.workers)
     archs = select_archs(stage, settings)[stage.shard::stage.num_shards]
     todo = source.todo(archs, metrics)

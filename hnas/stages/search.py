@@ -19,6 +19,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from hnas import paths
+from hnas.app import run_overrides
 from hnas.io import atomic_write_text
 from hnas.metric_table import MetricTable, TableSettings
 from hnas.oracles import create_oracle, default_oracle
@@ -56,12 +57,13 @@ def run(cfg, out_dir, oracle=None, metrics_of=None, tensorboard=True):
     metric = cfg.metric.name
     names = SEARCHES.get(scfg.name)(scfg).metric_names(metric)
     settings = TableSettings.from_config(cfg)
-    metric_table = None
+    metric_table = device = None
     if names and metrics_of is None:
-        from hnas.app import resolve_device
+        from hnas.devices import resolve_device
         from hnas.metric_source import MetricSource
 
-        metrics_of = MetricSource(settings, resolve_device(cfg.device), names)
+        device = resolve_device(cfg.device, cfg.jobs_per_gpu)
+        metrics_of = MetricSource(settings, device, names)
         metric_table = metrics_of.table  # read once, for the values and the universe
     if scfg.universe == "metric_table" and metric_table is None:
         metric_table = MetricTable.existing(paths.results_dir(), settings)
@@ -85,7 +87,8 @@ def run(cfg, out_dir, oracle=None, metrics_of=None, tensorboard=True):
         if writer is not None:
             writer.close()
 
-    payload = write_outputs(result, out_dir, space=space.name, overrides=_overrides(), config=_config_dict(cfg))
+    payload = write_outputs(result, out_dir, space=space.name, overrides=run_overrides(), config=_config_dict(cfg),
+                            device=device)
     tests = ", ".join(f"{ds} {acc:.2f}" for ds, acc in result.test_acc.items())
     log.info("chose %s (index %d, val %.2f): test %s; search cost %.0f s in %d queries, metric time %.0f s, "
              "wall %.1f s (%s)", result.arch, result.index, result.val_acc, tests, result.search_cost_s,
@@ -108,13 +111,16 @@ def table_archs(metric_table, settings, oracle, required):
     return archs
 
 
-def write_outputs(result, out_dir, space, overrides=(), config=None):
-    """Write a SearchResult's queries.csv and result.json into `out_dir`; return result.json's content."""
+def write_outputs(result, out_dir, space, overrides=(), config=None, device=None):
+    """Write a SearchResult's queries.csv and result.json into `out_dir`; return result.json's content.
+    `device`: the device metric values missing from the table are computed on (None: the search reads
+    no metric)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_queries(result.records, out_dir / "queries.csv", list(result.test_columns.values()))
     payload = result.to_json()
     payload["space"] = space
+    payload["device"] = None if device is None else str(device)
     payload["overrides"] = list(overrides)
     payload["config"] = config
     # result.json last: its presence marks a finished run for the sweep summary.
@@ -149,16 +155,6 @@ def _tensorboard(writer, r):
         if value is not None and math.isfinite(value):
             writer.add_scalar(f"query/{key}", value, step)
     writer.flush()
-
-
-def _overrides():
-    """The run's command-line overrides (key=value strings), or [] outside a Hydra run."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        return list(HydraConfig.get().overrides.task)
-    except Exception:  # not inside a Hydra run (tests, library use)
-        return []
 
 
 def _config_dict(config):
