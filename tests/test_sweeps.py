@@ -76,3 +76,29 @@ def test_a_local_ray_cluster_gives_the_summary_of_a_sequential_sweep(tmp_path, s
     pytest.importorskip("hydra_plugins.hydra_ray_launcher", reason='needs pip install -e ".[ray]"')
     parallel = _summary_of(tmp_path, "hydra/launcher=ray_cluster", "hydra.launcher.ray.init.num_cpus=2")
     pd.testing.assert_frame_equal(parallel, sequential_summary)
+
+
+def test_the_slurm_preset_writes_the_sbatch_script_of_one_job_array(tmp_path):
+    """No cluster here: stand-ins for sbatch (which keeps the script submitit hands it, then refuses) and srun
+    (which submitit looks for) let the real launcher write its real submission script."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason='needs pip install -e ".[slurm]"')
+    bin_dir, script = tmp_path / "bin", tmp_path / "submitted.sh"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text('#!/bin/sh\nfor last; do :; done\ncp "$last" "$CAPTURE"\n'
+                                    'echo "sbatch: error: not a cluster" >&2\nexit 1\n')
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    sweep = tmp_path / "sweep"
+    proc = subprocess.run(
+        [sys.executable, "run.py", "-m", "experiment=hnas_nb201", "metric=grad_norm,snip", "seed=0,1",
+         "hydra/launcher=slurm", "hydra.launcher.partition=gpu", "hydra.launcher.array_parallelism=3",
+         "hydra.launcher.timeout_min=90", f"hydra.sweep.dir={sweep}"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "CAPTURE": str(script)})
+    assert proc.returncode != 0 and "not a cluster" in proc.stderr  # submitted, and refused by the stand-in
+    lines = script.read_text().splitlines()
+    for option in ("--array=0-3%3", "--partition=gpu", "--gpus-per-task=1", "--cpus-per-task=8", "--time=90",
+                   "--mem=32GB"):
+        assert f"#SBATCH {option}" in lines, option
+    assert any(line.startswith("srun ") and "submitit.core._submit" in line for line in lines)
