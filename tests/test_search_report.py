@@ -273,7 +273,7 @@ def nb201_runs(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         for job, overrides in enumerate(NB201_SETTINGS):
             command = [*overrides, "seed=0"]
-            patch.setattr(stage, "_overrides", lambda command=command: command)
+            patch.setattr(stage, "run_overrides", lambda command=command: command)
             stage.run(configure("stage=search", *command), root / str(job), oracle=NB201TableOracle(table=table),
                       metrics_of=MetricDict(values), tensorboard=False)
     return root, table

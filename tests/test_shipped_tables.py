@@ -26,6 +26,16 @@ def reference_settings():
     return TableSettings.from_config(configure("experiment=hnas_nb201"))
 
 
+# Every metric table shipped with hnas, each checked below against the settings its meta records.
+SHIPPED_TABLES = sorted(p.parent.name for p in SHIPPED.glob("*/meta.json"))
+
+
+def shipped_table(name):
+    settings = TableSettings(**json.loads((SHIPPED / name / "meta.json").read_text())["settings"])
+    assert settings.name == name  # the folder is named by the settings its rows were computed with
+    return settings, MetricTable(SHIPPED / name, settings)
+
+
 def test_the_shipped_benchmark_table_is_the_full_nb201_table():
     table = read_table(paths.embedded_dir() / "nb201.csv.gz")
     assert len(table) == 15_625 and list(table["index"]) == list(range(15_625))
@@ -86,12 +96,12 @@ def test_other_settings_than_the_shipped_ones_say_what_is_shipped(tmp_path, monk
 
 
 @needs_data
+@pytest.mark.parametrize("name", SHIPPED_TABLES)
 @pytest.mark.parametrize("n", [20, pytest.param(300, marks=pytest.mark.slow)])
-def test_shipped_rows_are_what_the_engine_computes(data_dir, n):
-    """A seeded sample of `n` shipped rows, recomputed now on the probe images of the data folder (300: about
-    6 minutes on 2 cores, `-m slow`)."""
-    settings = reference_settings()
-    table = MetricTable(SHIPPED / REFERENCE_TABLE, settings)
+def test_shipped_rows_are_what_the_engine_computes(data_dir, name, n):
+    """A seeded sample of `n` shipped rows of each shipped table, recomputed now on the probe images of the
+    data folder (300: about 6 minutes on 2 cores, `-m slow`)."""
+    settings, table = shipped_table(name)
     batch = metric_source.probe_batch_for(settings)
     assert data.fingerprint(*batch) == table.probe["sha256"], "the probe images differ from the shipped table's"
     archs = random.Random(0).sample(sorted(table.rows), n)
@@ -103,11 +113,11 @@ def test_shipped_rows_are_what_the_engine_computes(data_dir, n):
             np.testing.assert_allclose(values[name], value, rtol=RTOL[name], err_msg=f"{name} of {arch}")
 
 
-def test_shipped_rows_are_the_start_of_the_seeded_whole_space_order():
-    """The table was filled by `stage.limit=15625` (the seeded shuffle of the space, seed 0) in order, so its
+@pytest.mark.parametrize("name", SHIPPED_TABLES)
+def test_shipped_rows_are_the_start_of_the_seeded_whole_space_order(name):
+    """A table was filled by `stage.limit=15625` (the seeded shuffle of the space, seed 0) in order, so its
     rows are that shuffle's first N: sampling still draws the architectures it drew when they were computed."""
-    settings = reference_settings()
-    table = MetricTable(SHIPPED / REFERENCE_TABLE, settings)
+    settings, table = shipped_table(name)
     assert set(table.rows) == set(settings.create_space().sample_distinct(len(table.rows), settings.seed))
 
 
