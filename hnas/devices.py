@@ -68,8 +68,7 @@ def _gpu_ids():
 
 def resolve_device(name, jobs_per_gpu=1):
     """`auto` -> cuda when available, else cpu; `cuda` -> the GPU of this process's slot (under torchrun:
-    its LOCAL_RANK). Asking for cuda without a GPU is an error, not a
-    fallback."""
+    its LOCAL_RANK). Asking for cuda without a GPU is an error, not a fallback."""
     name = getattr(name, "value", name)
     if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
