@@ -52,7 +52,27 @@ class DatasetConfig:
 
 @dataclass
 class MetricConfig:
+    """`metric=<name>`: a registered metric; `metric=agg`: the rank aggregate of the metrics `of`
+    (hnas.metrics.aggregate)."""
+
     name: str = MISSING
+    of: List[str] = field(default_factory=list)
+
+    def __post_init__(self):
+        from hnas.metrics import list_metrics
+        from hnas.metrics.aggregate import AGGREGATE
+
+        if self.name != AGGREGATE:
+            require(not self.of, "metric.of", list(self.of), f"only metric={AGGREGATE} combines metrics")
+            return
+        unknown = [m for m in self.of if m not in list_metrics()]
+        require(len(self.of) >= 2 and not unknown and len(set(self.of)) == len(self.of), "metric.of",
+                list(self.of), f"an aggregate ranks 2 or more distinct registered metrics ({', '.join(list_metrics())})")
+
+    @property
+    def components(self):
+        """The metrics whose values make this one: itself, or those it aggregates."""
+        return list(self.of) if self.of else [self.name]
 
 
 @dataclass
@@ -172,6 +192,12 @@ class TrainConfig:
     deterministic: bool = True  # cuDNN deterministic, no benchmark (False: cudnn.benchmark, as DARTS)
     steps_per_epoch: Optional[int] = None  # stop each epoch after N steps (quick checks); null: whole epoch
     subset: Optional[int] = None  # only the first N images of each split (quick checks); null: all
+    # Train on the first `holdout` fraction of the training set and evaluate on the next as many images (HNAS's
+    # queries: 0.5 on CIFAR, 0.25 on ImageNet); null: train on the training set, evaluate on the test set.
+    holdout: Optional[float] = None
+    holdout_shuffle: bool = False  # split a seeded permutation of the training set instead of its file order
+    augment: bool = True  # false: train on the evaluation transform (HNAS's CIFAR queries: normalise only)
+    eval_every_epoch: bool = True  # false: evaluate after the last epoch only
 
     def __post_init__(self):
         from hnas.train.schedule import LINEAR_TAIL
@@ -201,6 +227,8 @@ class TrainConfig:
                 self.steps_per_epoch, "at least 1 step, or null for whole epochs")
         require(self.subset is None or self.subset >= 2, "train.subset", self.subset,
                 "at least 2 images (BatchNorm needs 2 per batch), or null for the whole dataset")
+        require(self.holdout is None or 0 < self.holdout <= 0.5, "train.holdout", self.holdout,
+                "a fraction in (0, 0.5] (training and evaluation each take that much), or null for the test set")
 
 
 @dataclass
@@ -215,6 +243,9 @@ class Config:
     stage: Any = MISSING
     search: Any = MISSING
     train: Any = MISSING
+    # The training a query does where the oracle trains (the DARTS space): a `train` config, chosen by the
+    # dataset (conf/query/<dataset>.yaml: HNAS's query protocols); None for a dataset without one.
+    query: Any = None
     paths: Any = MISSING
 
     def __post_init__(self):
@@ -232,6 +263,7 @@ STAGE_SCHEMAS = {
 
 def register_configs():
     from hnas.metrics import list_metrics
+    from hnas.metrics.aggregate import AGGREGATE, DEFAULT_COMPONENTS
     from hnas.search import SEARCHES
     from hnas.spaces import SPACES, list_spaces
 
@@ -248,6 +280,7 @@ def register_configs():
         cs.store(group="schema/search", name=name, node=SEARCHES.get(name).schema)
     for name in list_metrics():
         cs.store(group="metric", name=name, node=MetricConfig(name=name))
+    cs.store(group="metric", name=AGGREGATE, node=MetricConfig(name=AGGREGATE, of=list(DEFAULT_COMPONENTS)))
     if not OmegaConf.has_resolver("hnas_groups"):
         OmegaConf.register_new_resolver("hnas_groups", group_listing)
 
@@ -290,6 +323,8 @@ def validate(cfg):
     require(config.dataset.num_classes == expected, "dataset.num_classes", config.dataset.num_classes,
             f"{config.dataset.name} has {expected} classes")
     space = create_space(config.space.name, **space_options(config.space))
+    if hasattr(space, "check_dataset"):  # a space whose networks are for some datasets only
+        space.check_dataset(config.dataset.name)
     if config.stage.name == "precompute" and config.stage.archs:
         for arch in config.stage.archs:
             space.validate(arch)

@@ -15,12 +15,9 @@ A table is a folder under `<results_dir>/metric-tables/`, named from the setting
   file to read from other tools.
 """
 
-import fcntl
 import gzip
 import json
-import os
 import platform
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
@@ -29,7 +26,7 @@ import pandas as pd
 
 from hnas import data, paths
 from hnas.errors import HnasError
-from hnas.io import atomic_write_text
+from hnas.io import append_line, atomic_write_text, complete_lines, drop_partial_last_line, locked
 from hnas.oracles import official_indexer
 from hnas.spaces.registry import space_options
 
@@ -266,7 +263,7 @@ class MetricTable:
         """Rewrite table.csv from every log of the folder, also those other processes (shards) wrote."""
         path = self.folder / "table.csv"
         try:
-            with _locked(self.folder / ".export.lock"):
+            with locked(self.folder / ".export.lock"):
                 self.rows = self._read_rows()
                 atomic_write_text(path, self.frame().to_csv(index=False, float_format="%.17g"))
         except OSError as error:
@@ -278,7 +275,7 @@ def _complete_lines(path):
     """The complete lines of a log. The text after the last newline is empty, or a line cut short by a
     kill: never a full row. A shipped log is gzip-compressed and must be whole."""
     if path.suffix != ".gz":
-        return path.read_bytes().split(b"\n")[:-1]
+        return complete_lines(path)
     try:
         with gzip.open(path, "rb") as f:
             text = f.read()
@@ -335,29 +332,17 @@ def ship(folder, shipped_root=None):
     return dest
 
 
-@contextmanager
-def _locked(path):
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 class RowWriter:
     """Appends rows to one log file; each row is one fsynced line."""
 
     def __init__(self, path, table):
         self.path, self.table = Path(path), table
-        _drop_partial_last_line(self.path)
+        drop_partial_last_line(self.path)
         self._file = open(self.path, "a", encoding="utf-8")
 
     def write(self, arch, index, metrics, seconds, device):
         row = {"arch": arch, "index": index, "metrics": metrics, "seconds": seconds, "device": str(device)}
-        self._file.write(json.dumps(row) + "\n")
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        append_line(self._file, json.dumps(row))
         entry = self.table.rows.setdefault(arch, {"index": index, "metrics": {}, "seconds": 0.0})
         entry["metrics"].update(metrics)
         entry["seconds"] += seconds
@@ -370,13 +355,3 @@ class RowWriter:
 
     def __exit__(self, *exc):
         self.close()
-
-
-def _drop_partial_last_line(path):
-    if not path.exists():
-        return
-    data = path.read_bytes()
-    keep = data.rfind(b"\n") + 1
-    if keep != len(data):
-        with open(path, "r+b") as f:
-            f.truncate(keep)

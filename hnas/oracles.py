@@ -12,9 +12,13 @@ epochs. Its protocol (hnas.search and the stages use nothing else):
 - `test_columns` ({dataset: column name}) and `test_accs(arch)` ({dataset: accuracy}): the test accuracies
   a result reports (for reports only; no algorithm sees them);
 - `targets` ((dataset, split, epochs), ...) and `accuracy(arch, dataset, split, epochs)`: the accuracies
-  a correlation report ranks metrics against.
+  a correlation report ranks metrics against;
+- optionally `from_config(cfg)` (a classmethod), for an oracle made from the run's config rather than from
+  search.query_* (the training oracle: the `query` protocol), and `official_index = False` for one whose
+  indices are not a benchmark's (metric tables then record none).
 
-`create_oracle` builds one, `default_oracle(space)` names the first registered for a space.
+`create_oracle` builds one, `default_oracle(space)` names the first registered for a space, and
+`oracle_for_run(cfg)` builds a run's.
 
     oracle = create_oracle("nb201-table", dataset="cifar10-valid", epochs=12)
 """
@@ -72,12 +76,25 @@ def default_oracle(space):
     return names[0]
 
 
+def oracle_for_run(cfg):
+    """The oracle a search of the typed config `cfg` queries: the space's default, made by its class's
+    `from_config(cfg)` where it has one (an oracle that trains), else with the options of search.query_*."""
+    name = default_oracle(cfg.space.name)
+    cls = ORACLES.get(name)
+    if hasattr(cls, "from_config"):
+        return cls.from_config(cfg)
+    return create_oracle(name, **query_options(cfg))
+
+
 def official_indexer(space):
     """`index(arch)`: the benchmark index of `arch` from the space's default oracle, or None where there is
-    none (no oracle, or its benchmark table is missing or lacks the architecture). The oracle is made once,
-    so reading a table of many rows does not make one per row."""
+    none (no oracle, one without official indices, or its benchmark table is missing or lacks the
+    architecture). The oracle is made once, so reading a table of many rows does not make one per row."""
     try:
-        oracle = create_oracle(default_oracle(space))
+        name = default_oracle(space)
+        if not getattr(ORACLES.get(name), "official_index", True):
+            return lambda arch: None
+        oracle = create_oracle(name)
     except HnasError:
         return lambda arch: None
 
@@ -88,6 +105,21 @@ def official_indexer(space):
             return None
 
     return index
+
+
+def query_options(cfg):
+    """The options search.query_* give a benchmark table's oracle (those that are set)."""
+    scfg = cfg.search
+    query = {"dataset": scfg.query_dataset, "epochs": scfg.query_epochs, "split": scfg.query_split,
+             "repeat": _repeat(scfg.query_repeat)}
+    if scfg.query_repeat == "random":
+        query["seed"] = int(cfg.seed)
+    return {k: v for k, v in query.items() if v is not None}
+
+
+def _repeat(text):
+    """search.query_repeat as an oracle takes it: a run number as an int ("1" -> 1), else as given."""
+    return int(text) if text is not None and text.isdigit() else text
 
 
 class BenchmarkOracle:
@@ -218,3 +250,100 @@ class NB101TableOracle:
     def describe(self):
         return {"oracle": self.name, "dataset": self.dataset, "split": self.split, "epochs": self.epochs,
                 "repeat": self.repeat}
+
+
+@register_oracle("train", space="darts")
+class TrainingOracle:
+    """Answers a query by training the architecture with a query protocol (a `train` config: HNAS's is
+    conf/query/<dataset>.yaml, darts.md 3.3) and returning its accuracy on the protocol's evaluation split
+    (with `holdout`: the held-out part of the training set), at the cost of the seconds that training took.
+
+    Every finished query goes to the query table of its settings (hnas.query_table) at once: a query asked
+    again, by this run, a rerun after a kill or another run with the same settings, returns the recorded
+    outcome (the same accuracy and cost) without training. The network of a query is trained from the seed
+    of (run seed, architecture), so its outcome does not depend on when it is asked. Results report no test
+    accuracy (`stage=train` trains the chosen architecture for that).
+    """
+
+    official_index = False
+    test_columns = {}
+    targets = ()
+    archs = None  # the space is searched through its own sampler (hnas.search.space.Universe)
+
+    def __init__(self, space_cfg, protocol, dataset, num_classes, seed, results_dir, device):
+        """`space_cfg`: the typed space config; `protocol`: a typed train config (hnas.config.TrainConfig)."""
+        from hnas.query_table import QueryTable
+        from hnas.spaces import create_space, space_options
+
+        options = space_options(space_cfg)
+        self.space = space = create_space(space_cfg.name, **options)
+        self.protocol, self.dataset, self.num_classes = protocol, dataset, num_classes
+        self.seed, self.device = int(seed), device
+        self.settings = {"space": space.name, "space_options": {k: str(v) for k, v in options.items()},
+                         "dataset": dataset, "protocol": _plain(protocol), "seed": self.seed}
+        self.settings["protocol"].pop("workers")  # other loader processes only draw other augmentations
+        self.table = QueryTable(results_dir, self.settings, space.validate)
+        self.trained = 0  # queries this oracle trained (not read from the table)
+
+    @classmethod
+    def from_config(cls, cfg):
+        from hnas import paths
+        from hnas.devices import resolve_device
+
+        set_options = [f"search.query_{k}" for k in ("dataset", "epochs", "split", "repeat")
+                       if getattr(cfg.search, f"query_{k}") is not None]
+        if set_options:
+            raise HnasError(f"space={cfg.space.name} trains each queried architecture, so {', '.join(set_options)} "
+                            "does not apply: the query protocol is the `query` group (conf/query/; e.g. "
+                            "query.epochs=3) and the dataset is dataset=<name>")
+        if cfg.query is None:
+            raise HnasError(f"a search on space={cfg.space.name} trains each queried architecture with a query "
+                            f"protocol, and dataset={cfg.dataset.name} has none: choose one with query=<name> "
+                            f"(conf/query/: HNAS's are cifar10, cifar100, imagenet)")
+        return cls(cfg.space, cfg.query, cfg.dataset.name, cfg.dataset.num_classes, cfg.seed, paths.results_dir(),
+                   resolve_device(cfg.device, cfg.jobs_per_gpu))
+
+    def index(self, arch):
+        return self.table.number(self.space.validate(arch))
+
+    def query(self, arch):
+        arch = self.space.validate(arch)
+        record = self.table.get(arch)
+        if record is None:
+            with self.table.training(arch) as folder:
+                record = self.table.get(arch) or self.table.add(self._train(arch, folder))
+        return Outcome(val_acc=float(record["val_acc"]), cost_s=float(record["cost_s"]), info=record)
+
+    def _train(self, arch, folder):
+        from hnas.train import checkpoint
+        from hnas.train.distributed import World
+        from hnas.train.fit import fit
+
+        world = World(0, 0, 1, self.device)
+        seed = self.space.arch_seed(self.seed, arch) % 2**32  # numpy's seeds are 32-bit
+        saved = checkpoint.rng_state()  # training reseeds the global generators: the search's draws stay its own
+        try:
+            fitted = fit(arch, self.space, self.protocol, self.dataset, self.num_classes, seed, folder, world,
+                         {"arch": arch, **self.settings})
+        finally:
+            checkpoint.set_rng_state(saved)
+        self.trained += bool(fitted.trained_epochs)
+        last = fitted.history[-1]
+        return {"arch": arch, "val_acc": last["test_top1"], "cost_s": fitted.elapsed_s, "epochs": len(fitted.history),
+                "train_images": fitted.loader_images[0], "eval_images": fitted.loader_images[1],
+                "params_m": fitted.params_m, "device": str(self.device), "run": folder.name}
+
+    def test_accs(self, arch):
+        return {}
+
+    def describe(self):
+        split = "test" if self.protocol.holdout is None else f"holdout {self.protocol.holdout}"
+        return {"oracle": self.name, "dataset": self.dataset, "split": split, "epochs": self.protocol.epochs,
+                "protocol": self.protocol.name, "table": str(self.table.folder), "trained_now": self.trained}
+
+
+def _plain(config):
+    """A config dataclass as plain JSON values."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(OmegaConf.structured(config), enum_to_str=True)

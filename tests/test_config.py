@@ -29,7 +29,8 @@ def yaml_options(group):
 
 YAML_GROUPS = yaml_groups()
 # Each config group and the test below that builds every one of its options.
-BUILT_GROUPS = {"space", "dataset", "metric", "stage", "search", "paths", "experiment", "train", "hydra/launcher"}
+BUILT_GROUPS = {"space", "dataset", "metric", "stage", "search", "paths", "experiment", "train", "query",
+                "hydra/launcher"}
 # Options are read from conf/ and the registries; unions, so an option only one side has still gets built
 # (and fails there) rather than being skipped.
 SPACE_OPTIONS = sorted(set(yaml_options("space")) | set(list_spaces()))
@@ -87,6 +88,8 @@ def test_search_option_builds_and_runs(option):
     assert set(algorithm.metric_names(cfg.metric.name)) <= set(list_metrics())
     # the composed settings, with a 3-query limit, run on the toy problem (256 architectures)
     settings = {**dataclasses.asdict(cfg.search), "queries": 3, "budget_s": None}
+    if "metrics" in settings:  # an algorithm that combines metrics: the one registered metric the toy has
+        settings["metrics"] = ["condnum"]
     problem, _ = constructed_problem(seed=0)
     result = run_search(settings, problem)
     assert result.algorithm == option
@@ -138,6 +141,17 @@ def test_train_option_is_a_protocol_with_a_learning_rate_every_epoch(option):
     assert all(0 <= lr <= cfg.train.lr for lr in rates) and max(rates) > 0
 
 
+@pytest.mark.parametrize("option", yaml_options("query"))
+def test_query_option_is_the_protocol_of_its_dataset_on_a_held_out_split(option):
+    from hnas.config import TrainConfig
+
+    network = ["space.network=imagenet"] if option == "imagenet" else []  # the metric network for its images
+    cfg = configure("space=darts", f"dataset={option}", *network)  # the dataset picks its query protocol
+    named = configure("space=darts", f"dataset={option}", f"query={option}", *network).query
+    assert type(cfg.query) is TrainConfig and cfg.query == named
+    assert 0 < cfg.query.holdout <= 0.5 and not cfg.query.auxiliary and cfg.query.layers == 5
+
+
 # The Hydra plugin each launcher preset extends, and the extra that installs it.
 LAUNCHER_PLUGINS = {"processes": ("hydra_joblib_launcher", "the base install"),
                     "submitit_processes": ("hydra_submitit_launcher", 'pip install -e ".[slurm]"'),
@@ -171,11 +185,14 @@ def test_paths_option_reads_the_environment(option, monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize("option", yaml_options("experiment"))
-def test_experiment_option_validates_and_names_a_shipped_table(option):
+def test_experiment_option_validates_and_names_a_shipped_table_or_a_query_protocol(option):
     from hnas import paths
     from hnas.metric_table import TableSettings
 
     cfg = configure(f"experiment={option}")
+    if cfg.space.name == "darts":  # its queries train, with HNAS's protocol for the dataset
+        assert cfg.query is not None and cfg.query.holdout is not None and cfg.stage.name == "search"
+        return
     # a preset searches on a metric table shipped with hnas (conf/experiment/: nothing to compute)
     name = TableSettings.from_config(cfg).name
     assert (paths.embedded_dir() / "metric-tables" / name / "meta.json").is_file(), name
@@ -227,7 +244,7 @@ def test_help_lists_groups_and_options():
         options = listed[group].split(", ")
         assert options == yaml_options(group) if not group.startswith("hydra/") else \
             set(yaml_options(group)) <= set(options), group
-    assert f"metric: {', '.join(METRIC_OPTIONS)}" in lines
+    assert f"metric: {', '.join(sorted([*METRIC_OPTIONS, 'agg']))}" in lines  # the registry's, and the aggregate
     assert "schema" not in result.stdout.split("== Resolved config")[0]  # schemas are not offered as options
 
 

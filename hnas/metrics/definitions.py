@@ -165,3 +165,15 @@ def params(ctx):
 def flops(ctx):
     """Multiply-adds per image of the Conv2d and Linear calls that actually run (bias additions excluded)."""
     return float(ctx.macs)
+
+
+@register_metric("trainable_layers", needs=("called_layers",))
+def trainable_layers(ctx):
+    """The number of Conv2d/Linear modules that run (VKDNW's layer count), so a skipped op counts none."""
+    return float(ctx.called_layers)
+
+
+@register_metric("meco", needs=("meco_terms",))
+def meco(ctx):
+    """Sum over module outputs of the first image of lambda_min of its channel correlation matrix."""
+    return float(sum(ctx.meco_terms))

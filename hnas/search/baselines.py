@@ -30,11 +30,10 @@ class RandomSearch:
         return []
 
     def search(self, problem, qlog):
-        rng = np.random.RandomState(problem.seed)
-        for i in rng.permutation(len(problem.space)):
+        for arch in problem.space.distinct_draws(np.random.RandomState(problem.seed)):
             if qlog.exhausted:
                 break
-            qlog.query(problem.space.archs[i])
+            qlog.query(arch)
         return None
 
 

@@ -29,6 +29,7 @@ from hnas.errors import HnasError, require
 
 UNIVERSES = ("space", "metric_table")
 ACQUISITIONS = ("ei", "ucb", "poi")
+POOLS = ("per_step", "once")
 
 
 def is_number(value):
@@ -60,6 +61,7 @@ class _Common:
     # space: draw candidates from the whole space. metric_table: only from the architectures of the run's
     # metric table (for searching where only part of the space has precomputed metrics).
     universe: str = "space"
+    metric_workers: int = 1  # processes computing the metric values a search lacks (cores / N threads each)
 
     # Whether a run needs search.queries or search.budget_s to end (training_free ends after its ranking).
     needs_limit: ClassVar[bool] = True
@@ -77,6 +79,8 @@ class _Common:
                 "give a number of training epochs > 0 that the benchmark table holds (NB201: 12 or 200)")
         require(self.universe in UNIVERSES, "search.universe", self.universe,
                 f"choose one of: {', '.join(UNIVERSES)}")
+        require(is_int(self.metric_workers) and self.metric_workers >= 1, "search.metric_workers",
+                self.metric_workers, "give a number of processes >= 1")
 
 
 @dataclass
@@ -94,7 +98,8 @@ class HnasSearch(_Common):
     acquisition: str = "ei"  # ei | ucb | poi
     xi: float = 0.0  # exploration of ei / poi (the reference's default)
     kappa: float = 2.576  # exploration of ucb
-    n_sample: int = 2000  # uniform draws (with replacement) added to the candidate pool per step
+    n_sample: int = 2000  # uniform draws (with replacement) added to the candidate pool per step ...
+    pool: str = "per_step"  # ... or, with `once` (the reference's DARTS search), at the first step only
     condnum: str = "condnum"  # the metric used as K
     abs_metric: bool = False  # the reference scores the signed metric value (matters for grasp only)
 
@@ -121,6 +126,7 @@ class HnasSearch(_Common):
         require(is_number(self.kappa) and self.kappa >= 0, "search.kappa", self.kappa, "give a number >= 0")
         require(is_int(self.n_sample) and self.n_sample >= 1, "search.n_sample", self.n_sample,
                 "give a number of draws per step >= 1")
+        require(self.pool in POOLS, "search.pool", self.pool, f"choose one of: {', '.join(POOLS)}")
         from hnas.metrics import list_metrics  # imported here: the metric registry pulls in torch
 
         require(self.condnum in list_metrics(), "search.condnum", self.condnum,
@@ -191,3 +197,32 @@ class TrainingFreeSearch(_Common):
                 "give a number of draws >= 1")
         require(is_int(self.query_top_k) and self.query_top_k >= 0, "search.query_top_k", self.query_top_k,
                 "give an integer >= 0 (0: the top-ranked architecture is the result, without a query)")
+
+
+ROBOT_METRICS = ["grad_norm", "snip", "grasp", "fisher", "synflow", "jacob_cov"]
+
+
+@dataclass
+class RobotSearch(_Common):
+    """RoBoT (He et al., ICLR 2024): BO over the weights of a combination of precomputed metrics, then greedy
+    picks by the best combination; defaults are its NB201 settings (search_nb201.py)."""
+
+    name: str = "robot"
+    metrics: List[str] = field(default_factory=lambda: list(ROBOT_METRICS))
+    weight_bounds: List[float] = field(default_factory=lambda: [-1.0, 1.0])  # each metric's weight
+    explore: Optional[int] = None  # BO evaluations (one random, then UCB); null: as many as search.queries
+    kappa: float = 2.576  # UCB exploration (bayesian-optimization's default, which RoBoT uses)
+
+    def __post_init__(self):
+        super().__post_init__()
+        require(self.queries is not None, "search.queries", self.queries,
+                "RoBoT spends a number of distinct queries (its T: 20 on NB201)")
+        from hnas.metrics import list_metrics
+
+        unknown = [m for m in self.metrics if m not in list_metrics()]
+        require(len(self.metrics) >= 1 and not unknown and len(set(self.metrics)) == len(self.metrics),
+                "search.metrics", self.metrics, f"give distinct registered metrics ({', '.join(list_metrics())})")
+        _check_bounds("weight_bounds", self.weight_bounds, "[-1,1]")
+        require(self.explore is None or (is_int(self.explore) and self.explore >= 1), "search.explore",
+                self.explore, "give a number of BO evaluations >= 1, or null for search.queries")
+        require(is_number(self.kappa) and self.kappa >= 0, "search.kappa", self.kappa, "give a number >= 0")

@@ -8,7 +8,9 @@ Semantics (DESIGN.md section 4, checked against the reference's NB201 search scr
 - Each BO step draws n_sample architectures uniformly with replacement (one numpy RandomState seeded with the
   run seed, separate from BO's own), appends the new ones to the candidate pool in draw order (duplicates
   dropped), drops every queried architecture from the pool, and queries the pool's lowest score (the first
-  in pool order on ties; a score that is not finite ranks last).
+  in pool order on ties; a score that is not finite ranks last). With `pool=once` (the reference's DARTS
+  search, darts.md 2.1) only the first step draws: the pool is those n_sample draws, metrics computed for
+  all of them before the first query.
 - The result is the queried architecture with the best validation accuracy (the first on ties).
 
 One difference from the reference, forced by bayesian-optimization 3.x: the old API silently skipped the
@@ -140,7 +142,8 @@ class HNAS:
                     warnings.filterwarnings("ignore", module="sklearn")
                     suggestion = optimizer.suggest()
                 params = {"t": float(suggestion["t"]), "c": float(suggestion["c"])}
-            pool.add(problem.space.sample(cfg.n_sample, rng), qlog.queried)
+            if step == 0 or cfg.pool == "per_step":
+                pool.add(problem.space.sample(cfg.n_sample, rng), qlog.queried)
             pick = pool.best(params["t"], params["c"], cfg.scale)
             if pick is None:
                 qlog.stop("every architecture of the candidate pool has been queried")

@@ -2,7 +2,9 @@
 
 The universe is the whole space (in the order uniform draws index into: a benchmark's official index order,
 which reproduces the reference's candidate pools) or a subset, such as the architectures of a metric table.
-Every algorithm draws, mutates and samples its policy through it, so none proposes an architecture outside.
+A space too large to list (DARTS) is a universe without a list: its draws come from the space's own sampler
+(`space.sample(n, rng)`). Every algorithm draws, mutates and samples its policy through it, so none proposes
+an architecture outside.
 """
 
 from functools import cached_property
@@ -12,14 +14,15 @@ import numpy as np
 
 class Universe:
     """`space`: a search space (hnas.spaces: `encode`, `decode`, `decisions`, `size`, `mutate`, `mutations`);
-    `archs`: the universe, every architecture a search may propose, in draw order."""
+    `archs`: the universe, every architecture a search may propose, in draw order; None: the whole space,
+    unlisted (then the space has `sample(n, rng)`)."""
 
-    def __init__(self, space, archs):
+    def __init__(self, space, archs=None):
         self.space = space
-        self.archs = list(archs)
+        self.archs = None if archs is None else list(archs)
 
     def __len__(self):
-        return len(self.archs)
+        return self.space.size if self.archs is None else len(self.archs)
 
     @property
     def decisions(self):
@@ -36,7 +39,7 @@ class Universe:
     @cached_property
     def is_whole(self):
         """True when the universe is every architecture of the space (then nothing needs restricting)."""
-        return len(self.members) == self.space.size
+        return self.archs is None or len(self.members) == self.space.size
 
     @cached_property
     def choice_indices(self):
@@ -49,14 +52,26 @@ class Universe:
         """`n` uniform draws with replacement (numpy RandomState `rng`), as the HNAS reference samples.
 
         Drawing indices with `rng.choice(len(archs), n)` over the official index order reproduces the
-        reference's candidate pools for the same seed.
+        reference's candidate pools for the same seed. An unlisted space draws as its reference does
+        (DARTS: HNAS's random architecture weights).
         """
+        if self.archs is None:
+            return self.space.sample(n, rng)
         return [self.archs[i] for i in rng.choice(len(self.archs), n)]
 
-    def sample_distinct(self, n, rng):
-        """`n` distinct architectures drawn uniformly (all of them if the universe is smaller)."""
-        n = min(n, len(self.archs))
-        return [self.archs[i] for i in rng.choice(len(self.archs), n, replace=False)]
+    def distinct_draws(self, rng):
+        """Distinct uniform draws, one at a time, until the universe is exhausted: a seeded permutation of a
+        listed universe; the space's own draws, repeats skipped, of an unlisted one."""
+        if self.archs is not None:
+            for i in rng.permutation(len(self.archs)):
+                yield self.archs[i]
+            return
+        seen = set()
+        while len(seen) < self.space.size:
+            [arch] = self.space.sample(1, rng)
+            if arch not in seen:
+                seen.add(arch)
+                yield arch
 
     def mutate(self, arch, rng):
         """The space's mutation (NB201's: a node, one of its input edges, a different op), within the universe.

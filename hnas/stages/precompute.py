@@ -23,13 +23,15 @@ from hnas.metric_source import MetricSource
 log = logging.getLogger(__name__)
 
 
-def select_archs(stage_cfg, settings):
-    """The architectures of this run (before sharding), in a fixed order (settings checked by the schema)."""
+def select_archs(stage_cfg, settings, seed):
+    """The architectures of this run (before sharding), in a fixed order (settings checked by the schema):
+    with `stage.limit=N`, the first N distinct ones the space draws with the run seed (DARTS: the pool HNAS
+    searches with that seed)."""
     space = settings.create_space()
     if stage_cfg.archs:
         return list(dict.fromkeys(space.validate(a) for a in stage_cfg.archs))
     if stage_cfg.limit is not None:
-        return space.sample_distinct(int(stage_cfg.limit), settings.seed)
+        return space.sample_distinct(int(stage_cfg.limit), seed)
     return space.all_archs()
 
 
@@ -40,7 +42,7 @@ def run(cfg, out_dir):
     settings = TableSettings.from_config(cfg)
     device = resolve_device(cfg.device, cfg.jobs_per_gpu)
     source = MetricSource(settings, device, workers=stage.workers)
-    archs = select_archs(stage, settings)[stage.shard::stage.num_shards]
+    archs = select_archs(stage, settings, cfg.seed)[stage.shard::stage.num_shards]
     todo = source.todo(archs, metrics)
     log.info("metric table %s: %d architectures in this run, %d already done, %d to compute (%s) on %s",
              MetricTable.folder_for(paths.results_dir(), settings), len(archs), len(archs) - len(todo),

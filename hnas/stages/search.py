@@ -22,7 +22,7 @@ from hnas import paths
 from hnas.app import run_overrides
 from hnas.io import atomic_write_text
 from hnas.metric_table import MetricTable, TableSettings
-from hnas.oracles import create_oracle, default_oracle
+from hnas.oracles import oracle_for_run
 from hnas.search import Problem, Universe, run_search
 from hnas.spaces import create_space, space_options
 from hnas.search.core import SEARCHES
@@ -49,13 +49,11 @@ def run(cfg, out_dir, oracle=None, metrics_of=None, tensorboard=True):
     scfg = cfg.search
     space = create_space(cfg.space.name, **space_options(cfg.space))
     if oracle is None:
-        query = {"dataset": scfg.query_dataset, "epochs": scfg.query_epochs, "split": scfg.query_split,
-                 "repeat": _repeat(scfg.query_repeat)}
-        if scfg.query_repeat == "random":
-            query["seed"] = int(cfg.seed)
-        oracle = create_oracle(default_oracle(space.name), **{k: v for k, v in query.items() if v is not None})
+        oracle = oracle_for_run(cfg)
     metric = cfg.metric.name
     names = SEARCHES.get(scfg.name)(scfg).metric_names(metric)
+    # The table columns read: an aggregate metric's components in its place.
+    columns = list(dict.fromkeys(c for n in names for c in (cfg.metric.components if n == metric else [n])))
     settings = TableSettings.from_config(cfg)
     metric_table = device = None
     if names and metrics_of is None:
@@ -63,12 +61,17 @@ def run(cfg, out_dir, oracle=None, metrics_of=None, tensorboard=True):
         from hnas.metric_source import MetricSource
 
         device = resolve_device(cfg.device, cfg.jobs_per_gpu)
-        metrics_of = MetricSource(settings, device, names)
+        metrics_of = MetricSource(settings, device, columns, workers=scfg.metric_workers)
         metric_table = metrics_of.table  # read once, for the values and the universe
     if scfg.universe == "metric_table" and metric_table is None:
         metric_table = MetricTable.existing(paths.results_dir(), settings)
     archs = oracle.archs if scfg.universe == "space" else table_archs(metric_table, settings, oracle,
-                                                                         names or [metric])
+                                                                         columns or cfg.metric.components)
+    if cfg.metric.of and metric in names:
+        from hnas.metrics.aggregate import RankAggregate
+
+        # ranked over the universe (or, unlisted, over what each call asks for)
+        metrics_of = RankAggregate(metrics_of, metric, cfg.metric.of, names, population=archs)
     problem = Problem(space=Universe(space, archs), oracle=oracle, seed=int(cfg.seed), metric=metric,
                       metrics_of=metrics_of)
 
@@ -89,20 +92,23 @@ def run(cfg, out_dir, oracle=None, metrics_of=None, tensorboard=True):
 
     payload = write_outputs(result, out_dir, space=space.name, overrides=run_overrides(), config=_config_dict(cfg),
                             device=device)
-    tests = ", ".join(f"{ds} {acc:.2f}" for ds, acc in result.test_acc.items())
+    tests = ", ".join(f"{ds} {acc:.2f}" for ds, acc in result.test_acc.items()) or "not known to the oracle"
     log.info("chose %s (index %d, val %.2f): test %s; search cost %.0f s in %d queries, metric time %.0f s, "
              "wall %.1f s (%s)", result.arch, result.index, result.val_acc, tests, result.search_cost_s,
              result.n_queries, result.metric_s, result.wall_s, result.stop_reason)
+    log.info("to train it from scratch: python run.py stage=train space=%s dataset=%s stage.from_result=%s "
+             "train=<protocol> (conf/train/)", space.name, cfg.dataset.name, out_dir.resolve())
     payload.pop("config")
     return payload
 
 
 def table_archs(metric_table, settings, oracle, required):
-    """The universe of `search.universe=metric_table`: the architectures the oracle answers for that the
-    run's metric table holds with every metric of `required`."""
+    """The universe of `search.universe=metric_table`: the architectures the oracle answers for (any, for an
+    oracle that trains) that the run's metric table holds with every metric of `required`."""
     archs = []
     if metric_table is not None:
-        archs = [a for a in oracle.archs if a in metric_table.rows and not metric_table.missing(a, required)]
+        candidates = metric_table.rows if oracle.archs is None else oracle.archs
+        archs = [a for a in candidates if a in metric_table.rows and not metric_table.missing(a, required)]
     if not archs:
         raise MetricTable.not_found(paths.results_dir(), settings, f"{', '.join(required)} (search.universe="
                                     "metric_table)")
@@ -133,11 +139,6 @@ def write_queries(records, path, test_columns):
 
     frame = pd.DataFrame(records, columns=query_columns(test_columns))
     atomic_write_text(path, frame.to_csv(index=False))
-
-
-def _repeat(text):
-    """search.query_repeat as an oracle takes it: a run number as an int ("1" -> 1), else as given."""
-    return int(text) if text is not None and text.isdigit() else text
 
 
 def _log_query(r):

@@ -93,20 +93,42 @@ def per_process_batch(batch_size, world_size):
 
 def make_loaders(cfg, dataset, seed, world):
     """The loaders of process `world.rank` of `world.size`: a seeded shuffle of its share of the training
-    set each epoch (DistributedSampler: the same code for one process), and its share of the test set."""
-    train = data.load_dataset(dataset, "train", transform=train_transform(dataset, cfg.cutout))
-    test = data.load_dataset(dataset, "test", transform=eval_transform(dataset))
-    if cfg.subset is not None:
-        train, test = (Subset(d, range(min(cfg.subset, len(d)))) for d in (train, test))
+    set each epoch (DistributedSampler: the same code for one process), and its share of the evaluation set
+    (the test set, or with `cfg.holdout` the held-out part of the training set: `evaluation_split`)."""
+    train_images = train_transform(dataset, cfg.cutout) if cfg.augment else eval_transform(dataset)
+    train = data.load_dataset(dataset, "train", transform=train_images)
+    if cfg.holdout is None:
+        test = data.load_dataset(dataset, "test", transform=eval_transform(dataset))
+        if cfg.subset is not None:
+            train, test = (Subset(d, range(min(cfg.subset, len(d)))) for d in (train, test))
+    else:
+        train, test = evaluation_split(train, data.load_dataset(dataset, "train", transform=eval_transform(dataset)),
+                                       cfg, seed)
     batch = per_process_batch(cfg.batch_size, world.size)
     sampler = DistributedSampler(train, num_replicas=world.size, rank=world.rank, shuffle=True, seed=seed)
-    # The test images are split without padding (DistributedSampler would repeat some), so the summed counts
-    # are exactly the test set's.
+    # The evaluation images are split without padding (DistributedSampler would repeat some), so the summed
+    # counts are exactly the evaluation set's.
     shard = Subset(test, range(world.rank, len(test), world.size))
     options = {"batch_size": batch, "num_workers": cfg.workers, "pin_memory": world.device.type == "cuda",
                "multiprocessing_context": _worker_context(cfg.workers)}
     return Loaders(DataLoader(train, sampler=sampler, **options), DataLoader(shard, shuffle=False, **options),
                    sampler, len(train), len(test))
+
+
+def evaluation_split(train, held_out, cfg, seed):
+    """(training part, evaluation part) of the training set (`train` and `held_out`: the same images with
+    the training and the evaluation transform): of its first `cfg.subset` images (all if null), in file
+    order or, with `cfg.holdout_shuffle`, in the order of a permutation seeded by `seed`, the first
+    holdout x N train and the next holdout x N evaluate (HNAS: 25,000 and 25,000 of CIFAR's 50,000)."""
+    total = len(train) if cfg.subset is None else min(cfg.subset, len(train))
+    order = list(range(total))
+    if cfg.holdout_shuffle:
+        order = torch.randperm(total, generator=torch.Generator().manual_seed(seed)).tolist()
+    split = int(cfg.holdout * total)
+    if split < 2:
+        raise HnasError(f"train.holdout={cfg.holdout} of {total} images leaves {split} to train on: raise "
+                        "train.holdout or train.subset")
+    return Subset(train, order[:split]), Subset(held_out, order[split:2 * split])
 
 
 def _worker_context(workers):

@@ -46,12 +46,14 @@ def _totals(world, sums, count):
             "images": int(images)}
 
 
-def train_epoch(model, loader, optimizer, scaler, steps, world, max_steps=None, desc="train"):
-    """Train one epoch; {loss, top1, top5, images, seconds, images_per_s} over all processes."""
+def train_epoch(model, loader, optimizer, scaler, steps, world, max_steps=None, desc="train", progress=True):
+    """Train one epoch; {loss, top1, top5, images, seconds, images_per_s} over all processes. `progress`: a
+    progress bar of the steps (rank 0 only)."""
     model.train()
     total = len(loader) if max_steps is None else min(max_steps, len(loader))
     sums, images_done = torch.zeros(3, dtype=torch.float64, device=steps.device), 0
-    bar = tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True, mininterval=1.0, disable=not world.main,
+    bar = tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True, mininterval=1.0,
+               disable=not (world.main and progress),
                leave=False)
     start = time.perf_counter()
     for step, (images, labels) in enumerate(loader):

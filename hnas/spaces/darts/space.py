@@ -22,7 +22,7 @@ from hnas.errors import HnasError, require
 from hnas.spaces.cell import CellSpace
 from hnas.spaces.darts.genotype import (CELLS, GENES, NODES, PRIMITIVES, STANDARD_CONCAT, Genotype,
                                         genotype_string, node_of, parse_genotype)
-from hnas.spaces.darts.sampling import first_distinct
+from hnas.spaces.darts.sampling import draw, first_distinct
 from hnas.spaces.registry import register_space
 
 NAME = "darts"
@@ -37,7 +37,14 @@ def _is_int(value):
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def check_options(ops, init_channels, layers):
+NETWORKS = ("cifar", "imagenet")  # the metric network: NetworkCIFAR or NetworkImageNet
+# What each metric network is for: HNAS computes ImageNet's metrics on NetworkImageNet (darts.md §3.1).
+DATASETS = {"cifar": ("cifar10", "cifar100", "fake"), "imagenet": ("imagenet",)}
+
+
+def check_options(ops, init_channels, layers, network="cifar"):
+    require(network in NETWORKS, "space.network", network,
+            "choose cifar (NetworkCIFAR, for 32-pixel images) or imagenet (NetworkImageNet, for 224-pixel images)")
     require(ops in tuple(OP_SETS), "space.ops", ops,
             "choose hnas (the 6 ops HNAS's sampler draws, never dil_conv_5x5: darts.md §2.2) or all (every "
             "DARTS op but none)")
@@ -56,9 +63,10 @@ class DartsConfig:
     ops: str = "hnas"
     init_channels: int = 16
     layers: int = 5
+    network: str = "cifar"
 
     def __post_init__(self):
-        check_options(self.ops, self.init_channels, self.layers)
+        check_options(self.ops, self.init_channels, self.layers, self.network)
 
 
 @register_space(NAME)
@@ -69,9 +77,9 @@ class DartsSpace:
     schema = DartsConfig
     name = NAME
 
-    def __init__(self, ops="hnas", init_channels=16, layers=5):
-        check_options(ops, init_channels, layers)
-        self.ops, self.init_channels, self.layers = ops, init_channels, layers
+    def __init__(self, ops="hnas", init_channels=16, layers=5, network="cifar"):
+        check_options(ops, init_channels, layers, network)
+        self.ops, self.init_channels, self.layers, self.network = ops, init_channels, layers, network
         self.op_names = OP_SETS[ops]
         # Per cell, per node: the two genes' inputs, then the op of each gene.
         self.decisions = tuple(options for _ in CELLS for pairs in INPUT_PAIRS
@@ -124,6 +132,11 @@ class DartsSpace:
             raise HnasError(f"cannot sample {n!r} DARTS architectures: ask for 0 to {self.size:.2e}")
         return first_distinct(n, seed, COLUMNS[self.ops])
 
+    def sample(self, n, rng):
+        """`n` draws with replacement from numpy RandomState `rng`, as HNAS's pool draws them (so from a fresh
+        RandomState(seed), the first distinct ones are `sample_distinct(n, seed)`)."""
+        return [genotype_string(draw(rng, COLUMNS[self.ops])) for _ in range(n)]
+
     def arch_seed(self, run_seed, arch):
         """The seed of `arch`'s network: depends only on the run seed and the canonical string (through its
         sha256), not on how the architecture was written nor on the order in which networks are built."""
@@ -132,12 +145,23 @@ class DartsSpace:
 
     build_seeded = CellSpace.build_seeded
 
-    def build(self, arch, num_classes):
-        """The metric network: NetworkCIFAR(init_channels, num_classes, layers) without auxiliary head, as
-        HNAS computes its metrics (darts.md §3.1); weights from the current RNG state."""
-        from hnas.spaces.darts.network import NetworkCIFAR
+    def check_dataset(self, dataset):
+        """Refuse a dataset the metric network is not for (HnasError saying which network is)."""
+        if dataset not in DATASETS[self.network]:
+            fits = [n for n, names in DATASETS.items() if dataset in names]
+            fix = (f"set space.network={fits[0]}" if fits else
+                   f"the DARTS space's datasets are {', '.join(n for names in DATASETS.values() for n in names)}")
+            raise HnasError(f"dataset={dataset} does not go with the DARTS metric network space.network="
+                            f"{self.network} (for {', '.join(DATASETS[self.network])}): {fix}")
 
-        return NetworkCIFAR(self.init_channels, num_classes, self.layers, False, self.genotype(arch))
+    def build(self, arch, num_classes):
+        """The metric network: NetworkCIFAR (or with `network=imagenet` NetworkImageNet)(init_channels,
+        num_classes, layers) without auxiliary head, as HNAS computes its metrics (darts.md §3.1); weights
+        from the current RNG state."""
+        from hnas.spaces.darts.network import NetworkCIFAR, NetworkImageNet
+
+        network = NetworkImageNet if self.network == "imagenet" else NetworkCIFAR
+        return network(self.init_channels, num_classes, self.layers, False, self.genotype(arch))
 
     def build_for_training(self, arch, num_classes, *, init_channels, layers, auxiliary, input_size):
         """The evaluation network to train: NetworkImageNet for inputs of 224 pixels and more, else

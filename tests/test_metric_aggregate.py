@@ -1,0 +1,60 @@
+"""Rank aggregation (`metric=agg`, hnas.metrics.aggregate): the log-rank rule over a population."""
+
+import gzip
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import configure
+from hnas import paths
+from hnas.errors import HnasError
+from hnas.metrics.aggregate import DEFAULT_COMPONENTS, RankAggregate, log_rank_sum
+from hnas.search.testing import MetricDict
+
+
+def test_log_rank_sum_by_hand():
+    # ranks ascending, ties averaged: column 0 -> 1, 2.5, 2.5, 4; column 1 -> 3, 1, 2, NaN ranks lowest -> ...
+    columns = [[1.0, 9.0], [5.0, 2.0], [5.0, 4.0], [7.0, float("nan")]]
+    expected = [math.log(1) + math.log(4), math.log(2.5) + math.log(2), math.log(2.5) + math.log(3),
+                math.log(4) + math.log(1)]
+    np.testing.assert_allclose(log_rank_sum(columns), expected)
+
+
+def test_the_aggregate_ranks_over_its_population_and_passes_other_metrics_through():
+    values = MetricDict({a: {"x": float(i), "y": float(-i), "k": 10.0 * i} for i, a in enumerate("abcd")})
+    over_all = RankAggregate(values, "agg", ["x", "y"], names=["agg", "k"], population="abcd")
+    out = over_all(["b", "d"])
+    assert out["b"] == {"agg": pytest.approx(math.log(2) + math.log(3)), "k": 10.0}
+    assert out["d"]["agg"] == pytest.approx(math.log(4) + math.log(1))
+    per_call = RankAggregate(values, "agg", ["x", "y"])  # no population: the architectures of the call
+    assert per_call(["b", "d"])["d"]["agg"] == pytest.approx(math.log(2) + math.log(1))
+    with pytest.raises(ValueError, match="outside the population"):
+        RankAggregate(values, "agg", ["x", "y"], population="ab")(["c"])
+
+
+def test_aggregate_settings_are_checked():
+    assert configure("metric=agg").metric.of == list(DEFAULT_COMPONENTS)
+    with pytest.raises(HnasError, match="metric.of"):
+        configure("metric=agg", "metric.of=[snip]")
+    with pytest.raises(HnasError, match="metric.of"):
+        configure("metric=agg", "metric.of=[snip,no_such]")
+    with pytest.raises(HnasError, match="only metric=agg"):
+        configure("metric=snip", "metric.of=[snip,synflow]")
+
+
+def test_a_training_free_search_on_the_aggregate_picks_the_table_argmax(tmp_path, monkeypatch):
+    from hnas.stages import search as stage
+
+    monkeypatch.setenv("HNAS_RESULTS_DIR", str(tmp_path))
+    cfg = configure("experiment=hnas_nb201", "metric=agg", "search=training_free", "search.candidates=100000")
+    result = stage.run(cfg, tmp_path / "run", tensorboard=False)
+    # Independently: pandas' average ranks over the shipped table's rows.
+    folder = paths.embedded_dir() / "metric-tables" / "nb201-reference-cifar10-test-b64-seed0"
+    with gzip.open(folder / "rows.jsonl.gz", "rt") as f:
+        frame = pd.DataFrame([{"arch": r["arch"], **r["metrics"]} for r in map(json.loads, f)])
+    frame = frame.drop_duplicates("arch").set_index("arch")
+    score = sum(np.log(frame[c].rank(method="average")) for c in DEFAULT_COMPONENTS)
+    assert result["arch"] == score.idxmax()

@@ -1,0 +1,69 @@
+"""The newer proxies (proxies.md): MeCo and the trainable-layer count."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from hnas import data
+from hnas.metrics import compute_metrics
+from hnas.spaces import create_space
+
+ARCH = "|nor_conv_3x3~0|+|nor_conv_3x3~0|none~1|+|skip_connect~0|nor_conv_1x1~1|avg_pool_3x3~2|"
+
+
+def plain_meco(net, image):
+    """MeCo as its reference computes it: a batch of this one image in train mode, a hook on every module,
+    numpy's corrcoef of each output's channels (NaN -> 0) and the smallest real eigenvalue, summed."""
+    total = []
+
+    def hook(module, args, out):
+        if isinstance(out, torch.Tensor):
+            f = out[0].detach().reshape(out.shape[1], -1).double().numpy()
+            if f.shape[1] < 2:
+                return
+            with np.errstate(invalid="ignore", divide="ignore"):
+                corr = np.corrcoef(f)
+            corr[~np.isfinite(corr)] = 0
+            total.append(np.linalg.eigvals(corr).real.min())
+
+    handles = [m.register_forward_hook(hook) for m in net.modules()]
+    net.train()
+    with torch.no_grad():
+        net(image[None])
+    for h in handles:
+        h.remove()
+    return float(np.sum(total))
+
+
+@pytest.mark.parametrize("layout", ["compact", "reference"])
+def test_meco_equals_the_reference_computation_and_leaves_running_statistics_alone(layout):
+    space = create_space("nb201", layout=layout)
+    images, labels = data.probe_batch("fake", 8, seed=0)
+    net = space.build_seeded(ARCH, 0, num_classes=10)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    value = compute_metrics(net, images, labels, "meco")["meco"]
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    assert value == pytest.approx(plain_meco(net, images[0]), rel=1e-9)
+    # alone or with the gradient metrics, the same number
+    assert compute_metrics(net, images, labels, ["snip", "meco", "ntk_trace"])["meco"] == value
+
+
+def test_trainable_layers_counts_the_conv_and_linear_modules_that_run():
+    images, labels = data.probe_batch("fake", 4, seed=0)
+    for layout in ("compact", "reference"):
+        net = create_space("nb201", layout=layout).build_seeded(ARCH, 0, num_classes=10)
+        called = set()
+        hooks = [m.register_forward_hook(lambda m, a, o: called.add(id(m))) for m in net.modules()
+                 if isinstance(m, (nn.Conv2d, nn.Linear))]
+        net(images)
+        for h in hooks:
+            h.remove()
+        value = compute_metrics(net, images, labels, "trainable_layers")["trainable_layers"]
+        assert value == len(called)
+    # one cell more conv than another: the count grows by one per cell (5 cells a stage, 3 stages)
+    more = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_1x1~1|avg_pool_3x3~2|"
+    space = create_space("nb201", layout="compact")
+    counts = [compute_metrics(space.build_seeded(a, 0, num_classes=10), images, labels, "trainable_layers")
+              ["trainable_layers"] for a in (ARCH, more)]
+    assert counts[1] - counts[0] == 15
