@@ -67,3 +67,54 @@ def test_trainable_layers_counts_the_conv_and_linear_modules_that_run():
     counts = [compute_metrics(space.build_seeded(a, 0, num_classes=10), images, labels, "trainable_layers")
               ["trainable_layers"] for a in (ARCH, more)]
     assert counts[1] - counts[0] == 15
+
+
+def plain_zico(net, images, labels):
+    """ZiCo as its reference computes it, on the two halves as its two batches: numpy over the flattened
+    Conv2d/Linear weight gradients of each batch's mean cross-entropy (train mode)."""
+    grads = {}
+    net.train()
+    half = len(images) // 2
+    for part in (slice(0, half), slice(half, 2 * half)):
+        net.zero_grad()
+        torch.nn.functional.cross_entropy(net(images[part]), labels[part]).backward()
+        for name, m in net.named_modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)) and m.weight.grad is not None:
+                grads.setdefault(name, []).append(m.weight.grad.detach().reshape(-1).double().numpy().copy())
+    total = 0.0
+    for g in grads.values():
+        g = np.array(g)
+        std = np.std(g, axis=0)
+        nz = np.nonzero(std)[0]
+        s = np.sum(np.mean(np.abs(g), axis=0)[nz] / std[nz])
+        if s != 0:
+            total += np.log(s)
+    return float(total)
+
+
+def plain_epe_nas(net, images, labels):
+    """EPE-NAS as NASLib computes it (at most 100 classes): numpy correlations of each class's input
+    Jacobians, sum over classes of |sum log(|corr| + 1e-5)|."""
+    net.train()
+    x = images.clone().requires_grad_(True)
+    net(x).sum().backward()
+    jac = x.grad.reshape(len(x), -1).double().numpy()
+    labels = labels.numpy()
+    total = 0.0
+    for c in np.unique(labels):
+        rows = jac[labels == c]
+        corr = np.corrcoef(rows) if len(rows) > 1 else np.ones((1, 1))
+        total += abs(np.sum(np.log(np.abs(corr) + 1e-5)))
+    return float(total)
+
+
+@pytest.mark.parametrize("layout", ["compact", "reference"])
+def test_zico_and_epe_nas_equal_their_reference_computations(layout):
+    space = create_space("nb201", layout=layout)
+    images, labels = data.probe_batch("fake", 16, seed=0)
+    net = space.build_seeded(ARCH, 0, num_classes=10)
+    values = compute_metrics(net, images, labels, ["zico", "epe_nas", "snip"])
+    assert values == compute_metrics(net, images, labels, ["epe_nas", "zico", "snip"])  # pass sharing changes nothing
+    assert compute_metrics(net, images, labels, "zico")["zico"] == values["zico"]
+    assert values["zico"] == pytest.approx(plain_zico(net, images, labels), rel=1e-5)
+    assert values["epe_nas"] == pytest.approx(plain_epe_nas(net, images, labels), rel=1e-5)

@@ -177,3 +177,44 @@ def trainable_layers(ctx):
 def meco(ctx):
     """Sum over module outputs of the first image of lambda_min of its channel correlation matrix."""
     return float(sum(ctx.meco_terms))
+
+
+@register_metric("zico", needs=("half_batch_grads",))
+def zico(ctx):
+    """Sum over layers of log(sum over weights with sigma != 0 of mu / sigma), mu and sigma the mean of |g|
+    and the (population) standard deviation of g over the two half-batch gradients g; a layer whose sum is
+    0 adds nothing."""
+    total = 0.0
+    with torch.no_grad():
+        for g1, g2 in ctx.half_batch_grads:
+            if g1 is None or g2 is None:
+                continue
+            g = torch.stack([g1.reshape(-1), g2.reshape(-1)]).double()
+            sigma = g.std(dim=0, unbiased=False)
+            keep = sigma != 0
+            inner = float((g.abs().mean(dim=0)[keep] / sigma[keep]).sum())
+            if inner > 0:
+                total += math.log(inner)
+    return total
+
+
+EPE_CLASS_LIMIT = 100  # above this many classes EPE-NAS compares the classes' scores pairwise
+
+
+@register_metric("epe_nas", needs=("input_jacobian",))
+def epe_nas(ctx):
+    """EPE-NAS: per class c of the batch, s_c = sum log(|corrcoef(J_c)| + 1e-5) over the input Jacobians of
+    its images (divided by their number above 100 classes); sum of |s_c| (above 100 classes: the mean over
+    classes of the summed |s_c - s_c'|). NaN where a Jacobian row is constant (no correlation is defined)."""
+    jac = ctx.input_jacobian.double()
+    labels = ctx.targets
+    classes = ctx.forward.classes
+    scores = []
+    for c in torch.unique(labels).tolist():
+        rows = jac[labels == c]
+        corr = torch.corrcoef(rows) if len(rows) > 1 else torch.ones(1, 1, dtype=rows.dtype, device=rows.device)
+        s = float(torch.log(corr.abs() + 1e-5).sum())
+        scores.append(s / len(rows) if classes > EPE_CLASS_LIMIT else s)
+    if classes <= EPE_CLASS_LIMIT:
+        return float(sum(abs(s) for s in scores))
+    return float(sum(abs(a - b) for a in scores for b in scores) / classes)

@@ -72,6 +72,7 @@ class ForwardRecord:
     logits: torch.Tensor | None
     calls: list = field(default_factory=list)
     relu_kernel: torch.Tensor | None = None
+    classes: int = 0  # the model's number of outputs (kept after the graph is released)
     macs: float = 0.0
     second_order: object = None  # SecondOrderState of the graph's custom Functions, when the HVP is planned
 
@@ -178,5 +179,6 @@ def forward(ctx):
     if ctx.targets.numel() and (int(ctx.targets.min()) < 0 or int(ctx.targets.max()) >= classes):
         raise HnasError(f"targets must be class indices in 0..{classes - 1} (the model has {classes} outputs)")
     rec.logits = logits
+    rec.classes = classes
     rec.macs = macs[0] / n
     return rec
