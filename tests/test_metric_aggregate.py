@@ -58,3 +58,16 @@ def test_a_training_free_search_on_the_aggregate_picks_the_table_argmax(tmp_path
     frame = frame.drop_duplicates("arch").set_index("arch")
     score = sum(np.log(frame[c].rank(method="average")) for c in DEFAULT_COMPONENTS)
     assert result["arch"] == score.idxmax()
+
+
+def test_the_correlation_report_ranks_the_aggregate_over_the_rows_holding_its_components():
+    from hnas.stages.report import with_aggregate
+
+    frame = pd.DataFrame({"arch": list("abcde"), "x": [1.0, 2.0, 3.0, np.nan, 5.0], "y": [5.0, 3.0, 4.0, 1.0, 2.0]})
+    out = with_aggregate(frame, "agg", ["x", "y"])
+    complete = frame.dropna()  # d lacks x: not in the population, no value
+    expected = np.log(complete["x"].rank()) + np.log(complete["y"].rank())
+    np.testing.assert_allclose(out.loc[complete.index, "agg"], expected)
+    assert math.isnan(out.loc[3, "agg"])
+    with pytest.raises(HnasError, match="no column"):
+        with_aggregate(frame, "agg", ["x", "zico"])

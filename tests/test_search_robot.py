@@ -15,7 +15,7 @@ def two_metric_problem(peak=0, seed=0):
     problem, table = constructed_problem(seed=seed, peak=peak)
     rng = np.random.RandomState(1)
     problem.metrics_of = MetricDict({a: {"snip": float(i), "synflow": float(rng.rand())}
-                                     for i, a in enumerate(problem.space.archs)})
+                                     for i, a in enumerate(problem.space.archs)}, seconds_per_arch=0.5)
     return problem, table
 
 
@@ -35,6 +35,7 @@ def test_robot_finds_the_combination_that_reaches_the_best_architecture():
     problem, table = two_metric_problem()
     result = run_search({"name": "robot", "metrics": ["snip", "synflow"], "queries": 20}, problem)
     assert result.index == 0 and result.val_acc == table.val.max()
+    assert result.metric is None and result.metric_s == 0.5 * 256  # no single metric; read every row
     queried = [r["arch"] for r in result.records]
     assert len(queried) == len(set(queried)) == result.n_queries == 20  # distinct queries, each charged once
     assert result.search_cost_s == pytest.approx(sum(table.cost[table.index_of(a)] for a in queried))

@@ -3,7 +3,8 @@
 An algorithm is a class registered in `SEARCHES` with `schema` (its config dataclass), `label` (its name in
 reports), `__init__(cfg)`, `metric_names(metric)` (the metric columns it reads; [] for those that only query)
 and `search(problem, log)`, which queries through the QueryLog and returns the chosen architecture, or None
-to choose the best queried one by validation accuracy.
+to choose the best queried one by validation accuracy. Optionally `result_metric(metric)`: the metric its
+result names (by default the run's `metric=`, where it reads any metric; None for one that reads its own).
 """
 
 import math
@@ -100,7 +101,8 @@ def run_search(cfg, problem, listeners=()):
     metric_s = float(getattr(problem.metrics_of, "metric_seconds", 0.0) or 0.0) if names else 0.0
     return SearchResult(
         algorithm=cfg.name,
-        metric=problem.metric if names else None,
+        metric=(algorithm.result_metric(problem.metric) if hasattr(algorithm, "result_metric")
+                else problem.metric if names else None),
         seed=int(problem.seed),
         arch=chosen,
         index=oracle.index(chosen),

@@ -1,4 +1,5 @@
-"""Report stage: `stage.kind=correlation` (metrics vs accuracies of the run's metric table) or
+"""Report stage: `stage.kind=correlation` (metrics vs accuracies of the run's metric table, with the rank
+aggregate of `metric=agg` as one more column) or
 `stage.kind=search stage.inputs=[folders]` (the paper-style table and figure of finished runs and sweeps)."""
 
 import logging
@@ -30,6 +31,8 @@ def correlation(cfg, out_dir):
     if table is None:
         raise MetricTable.not_found(paths.results_dir(), settings)
     frame = table.frame()
+    if cfg.metric.of:
+        frame = with_aggregate(frame, cfg.metric.name, list(cfg.metric.of))
     metrics = list(cfg.stage.metrics) if cfg.stage.metrics else [
         c for c in frame.columns if c not in ("index", "arch", "seconds")]
     absent = [m for m in metrics if m not in frame.columns]
@@ -39,3 +42,18 @@ def correlation(cfg, out_dir):
     corr = correlation_report(frame, oracle, metrics, out_dir)
     log.info("correlation of %d metrics over %d architectures written to %s", len(metrics), len(frame), out_dir)
     return corr
+
+
+def with_aggregate(frame, name, components):
+    """`frame` with a column `name`: the rank aggregate of `components` (hnas.metrics.aggregate) over the
+    rows that hold all of them (its population), NaN on the others."""
+    from hnas.metrics.aggregate import log_rank_sum
+
+    absent = [c for c in components if c not in frame.columns]
+    if absent:
+        raise HnasError(f"metric={name} aggregates {components}, but the table has no column(s) {absent}")
+    frame = frame.copy()
+    complete = frame[components].notna().all(axis=1)
+    frame[name] = float("nan")
+    frame.loc[complete, name] = log_rank_sum(frame.loc[complete, components].to_numpy())
+    return frame
