@@ -118,3 +118,76 @@ def test_zico_and_epe_nas_equal_their_reference_computations(layout):
     assert compute_metrics(net, images, labels, "zico")["zico"] == values["zico"]
     assert values["zico"] == pytest.approx(plain_zico(net, images, labels), rel=1e-5)
     assert values["epe_nas"] == pytest.approx(plain_epe_nas(net, images, labels), rel=1e-5)
+
+
+def reference_az_nas(net, shape, seed=0):
+    """AZ-NAS's compute_az_nas_score.py on a copy of the network: init_model (Kaiming-normal fan_in, BN 1 / 0)
+    in place, Gaussian input, the stem and cell outputs with retain_grad, then its three scores."""
+    import copy
+
+    torch.manual_seed(seed)
+    net = copy.deepcopy(net)
+
+    def init(m):
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d) and m.affine:
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    net.apply(init)
+    net.train()
+    x = torch.randn(shape)
+    features = [net.stem(x)]
+    for cell in net.cells:
+        features.append(cell(features[-1]))
+    entropies = []
+    for f in features:
+        b, c, h, w = f.shape
+        z = f.detach().permute(0, 2, 3, 1).reshape(b * h * w, c)
+        z = z - z.mean(0, keepdim=True)
+        s = torch.linalg.eigvalsh(z.T @ z / z.shape[0])
+        p = s / s.sum()
+        entropies.append(float((-p * torch.log(p + 1e-8)).sum()))
+    scores = []
+    for i in reversed(range(1, len(features))):
+        g_out = (torch.bernoulli(torch.ones_like(features[i]) * 0.5) - 0.5) * 2
+        g_in = torch.autograd.grad(features[i], features[i - 1], g_out, retain_graph=True)[0]
+        if g_in.size() == g_out.size() and torch.all(g_in == g_out):
+            scores.append(-np.inf)
+            continue
+        if g_in.shape[2] != g_out.shape[2]:
+            g_in = nn.PixelUnshuffle(g_in.shape[2] // g_out.shape[2])(g_in)
+        bo, co, ho, wo = g_out.shape
+        mat = g_in.permute(0, 2, 3, 1).reshape(-1, g_in.shape[1]).T @ g_out.permute(0, 2, 3, 1).reshape(-1, co)
+        sigma = torch.linalg.svdvals(mat / (bo * ho * wo)).max().item()
+        scores.append(-sigma - 1 / (sigma + 1e-6) + 2)
+    return {"az_expressivity": sum(entropies), "az_progressivity": float(np.min(np.diff(entropies))),
+            "az_trainability": float(np.mean(scores))}
+
+
+def test_az_nas_scores_equal_the_reference_computation():
+    space = create_space("nb201", layout="compact")
+    images, labels = data.probe_batch("fake", 8, seed=0)
+    names = ["az_expressivity", "az_progressivity", "az_trainability"]
+    for arch in (ARCH, "|skip_connect~0|+|none~0|skip_connect~1|+|skip_connect~0|none~1|skip_connect~2|"):
+        net = space.build_seeded(arch, 0, num_classes=10)
+        before = {k: v.clone() for k, v in net.state_dict().items()}
+        values = compute_metrics(net, images, labels, names)
+        assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+        expected = reference_az_nas(net, images.shape)
+        for name in names:
+            assert values[name] == pytest.approx(expected[name], rel=1e-5, abs=1e-9), name
+        assert compute_metrics(net, images, labels, ["snip", *names]) == {"snip": pytest.approx(
+            compute_metrics(net, images, labels, "snip")["snip"]), **values}
+
+
+def test_az_nas_needs_a_stem_and_cells():
+    from hnas.errors import HnasError
+
+    images, labels = data.probe_batch("fake", 4, seed=0)
+    plain = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10))
+    with pytest.raises(HnasError, match="stem"):
+        compute_metrics(plain, images, labels, "az_trainability")

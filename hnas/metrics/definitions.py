@@ -218,3 +218,17 @@ def epe_nas(ctx):
     if classes <= EPE_CLASS_LIMIT:
         return float(sum(abs(s) for s in scores))
     return float(sum(abs(a - b) for a in scores for b in scores) / classes)
+
+
+def _az(part, doc):
+    def metric(ctx):
+        return ctx.az_scores[part]
+
+    metric.__doc__ = doc
+    register_metric(f"az_{part}", needs=("az_scores",))(metric)
+
+
+_az("expressivity", "AZ-NAS: the summed entropy of the channel covariance spectra of the stem and cell outputs.")
+_az("progressivity", "AZ-NAS: the smallest increase of that entropy from one feature to the next.")
+_az("trainability", "AZ-NAS: the mean over consecutive features of -s - 1/s + 2, s the largest singular value "
+    "of the block's Jacobian probed by a Rademacher vector.")
