@@ -97,10 +97,23 @@ def test_search_option_builds_and_runs(option):
     assert result.index == problem.oracle.index(result.arch)
 
 
+class TinyNet(nn.Module):
+    """A stem, two cells and a head: the structure every metric reads (AZ-NAS's the stem and cell outputs)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8))
+        self.cells = nn.Sequential(nn.Sequential(nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1)),
+                                   nn.Sequential(nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1, stride=2)))
+        self.head = nn.Sequential(nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+
+    def forward(self, x):
+        return self.head(self.cells(self.stem(x)))
+
+
 def tiny_model():
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1),
-                         nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+    return TinyNet()
 
 
 @pytest.mark.parametrize("option", METRIC_OPTIONS)

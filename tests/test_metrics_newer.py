@@ -191,3 +191,45 @@ def test_az_nas_needs_a_stem_and_cells():
     plain = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10))
     with pytest.raises(HnasError, match="stem"):
         compute_metrics(plain, images, labels, "az_trainability")
+
+
+def reference_swap(net, images, repeats=32, seed=0):
+    """SWAP as its correlation.py computes it: per repeat, network_weight_gaussian_init in place on a copy,
+    a train-mode forward of the 16 images, torch.unique over the neurons' sign patterns; the mean."""
+    import copy
+
+    torch.manual_seed(seed)
+    net = copy.deepcopy(net)
+    feats = []
+    for m in net.modules():
+        if isinstance(m, nn.ReLU):
+            m.register_forward_hook(lambda m, a, o: feats.append(o.detach()) if a[0].dim() == 4 else None)
+    net.train()
+    scores = []
+    for _ in range(repeats):
+        with torch.no_grad():
+            for m in net.modules():
+                if isinstance(m, (nn.Conv2d, nn.Linear)):
+                    nn.init.normal_(m.weight)
+                    if m.bias is not None:
+                        nn.init.zeros_(m.bias)
+                elif isinstance(m, nn.BatchNorm2d) and m.affine:
+                    nn.init.ones_(m.weight)
+                    nn.init.zeros_(m.bias)
+            feats.clear()
+            net(images[:16])
+            a = torch.sign(torch.cat([f.reshape(16, -1) for f in feats], 1))
+            scores.append(torch.unique(a.T, dim=0).shape[0])
+    return float(np.mean(scores))
+
+
+def test_swap_equals_the_reference_computation(monkeypatch):
+    from hnas.metrics import swap
+
+    monkeypatch.setattr(swap, "SWAP_REPEATS", 4)  # 4 of the 32 repeats: the same draws, in the same order
+    space = create_space("nb201", layout="compact")
+    images, labels = data.probe_batch("fake", 20, seed=0)
+    net = space.build_seeded(ARCH, 0, num_classes=10)
+    value = compute_metrics(net, images, labels, "swap")["swap"]
+    assert value == reference_swap(net, images, repeats=4)
+    assert 1 < value <= 2**16  # at most one pattern per on/off combination of 16 images

@@ -169,7 +169,7 @@ def test_ntk_metrics_of_five_pool_genotypes_equal_the_spec_formula():
     from hnas import data
     from hnas.metrics import compute_metrics
 
-    space = create_space("darts", init_channels=8, layers=5)
+    space = create_space("darts")  # the proxy network HNAS computes on: C=16, 5 cells
     images, labels = data.probe_batch("fake", 16, seed=0)
     for arch in space.sample_distinct(5, seed=0):
         torch.manual_seed(0)

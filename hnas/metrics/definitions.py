@@ -232,3 +232,9 @@ _az("expressivity", "AZ-NAS: the summed entropy of the channel covariance spectr
 _az("progressivity", "AZ-NAS: the smallest increase of that entropy from one feature to the next.")
 _az("trainability", "AZ-NAS: the mean over consecutive features of -s - 1/s + 2, s the largest singular value "
     "of the block's Jacobian probed by a Rademacher vector.")
+
+
+@register_metric("swap", needs=("swap_patterns",))
+def swap(ctx):
+    """SWAP: the mean number of distinct activation patterns of 16 images over 32 Gaussian re-inits."""
+    return float(ctx.swap_patterns)
