@@ -233,3 +233,44 @@ def test_swap_equals_the_reference_computation(monkeypatch):
     value = compute_metrics(net, images, labels, "swap")["swap"]
     assert value == reference_swap(net, images, repeats=4)
     assert 1 < value <= 2**16  # at most one pattern per on/off combination of 16 images
+
+
+def reference_zen(net, images, seed=0):
+    """One repeat of Zen-NAS's compute_zen_score.py on a copy: Gaussian init in place, two Gaussian inputs,
+    the pre-pooling feature maps of input and input + 0.01 * input2, and the BatchNorms' running variances."""
+    import copy
+
+    torch.manual_seed(seed)
+    net = copy.deepcopy(net)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.normal_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d) and m.affine:
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        x = torch.randn(16, *images.shape[1:])
+        x2 = torch.randn(16, *images.shape[1:])
+        pool = [m for m in net.modules() if isinstance(m, nn.AdaptiveAvgPool2d)][-1]
+        maps = []
+        pool.register_forward_hook(lambda m, a, o: maps.append(a[0]))
+        net.train()
+        net(x)
+        net(x + 0.01 * x2)
+        score = torch.log(torch.mean(torch.sum(torch.abs(maps[0] - maps[1]), dim=[1, 2, 3])))
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                score = score + torch.log(torch.sqrt(torch.mean(m.running_var)))
+    return float(score)
+
+
+def test_zen_equals_the_reference_computation():
+    space = create_space("nb201", layout="compact")
+    images, labels = data.probe_batch("fake", 20, seed=0)
+    net = space.build_seeded(ARCH, 0, num_classes=10)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    value = compute_metrics(net, images, labels, "zen")["zen"]
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # running_var untouched
+    assert value == pytest.approx(reference_zen(net, images), rel=1e-6)

@@ -238,3 +238,10 @@ _az("trainability", "AZ-NAS: the mean over consecutive features of -s - 1/s + 2,
 def swap(ctx):
     """SWAP: the mean number of distinct activation patterns of 16 images over 32 Gaussian re-inits."""
     return float(ctx.swap_patterns)
+
+
+@register_metric("zen", needs=("zen",))
+def zen_score(ctx):
+    """Zen-score: log of the feature map's response to a small input perturbation plus the BatchNorms'
+    log scaling, on a Gaussian re-init (hnas.metrics.zen)."""
+    return float(ctx.zen)
