@@ -51,8 +51,10 @@ def reinitialised(ctx):
 
 
 def entropy_of_channels(feature):
+    """In float64: float32 rounding can leave a near-zero eigenvalue negative enough to make the entropy NaN
+    (which the reference, in float32, reports as -inf)."""
     b, c, h, w = feature.shape
-    x = feature.detach().permute(0, 2, 3, 1).reshape(b * h * w, c)
+    x = feature.detach().permute(0, 2, 3, 1).reshape(b * h * w, c).double()
     x = x - x.mean(dim=0, keepdim=True)
     s = torch.linalg.eigvalsh(x.T @ x / x.shape[0])
     p = s / s.sum()
