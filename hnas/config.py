@@ -106,7 +106,7 @@ class PathsConfig:
 class PrecomputeStage:
     name: str = "precompute"
     metrics: List[str] = field(default_factory=lambda: ["${metric.name}"])
-    limit: Optional[int] = None  # a seeded random sample of this many architectures (seed: probe.seed)
+    limit: Optional[int] = None  # a seeded random sample of this many architectures (drawn with the run seed)
     archs: Optional[List[str]] = None  # an explicit list of architectures
     shard: int = 0
     num_shards: int = 1

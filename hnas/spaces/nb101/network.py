@@ -170,3 +170,9 @@ class NB101Network(nn.Module):
 
     def forward(self, x):
         return self.classifier(self.pool(self.layers(self.stem(x))).flatten(1))
+
+    @property
+    def cells(self):
+        """The blocks between the stem and the head, in order (the cells and the max-pools between stacks):
+        the features AZ-NAS's metrics read."""
+        return self.layers
