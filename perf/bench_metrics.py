@@ -13,7 +13,7 @@ processes on a shared machine):
   - the nine metrics of the reference table in one `compute_metrics` call;
   - the HNAS set (grad_norm, snip, grasp, ntk_trace, condnum) in one call;
 and prints the median over architectures of each ratio to both units. With `--each` it also times every
-metric alone.
+metric alone; with `--newer`, each of the newer proxies alone (AZ-NAS's three together: they share a pass).
 Then it measures the extra peak memory of `ntk_trace` on the all-nor_conv_3x3 cell, each measurement in a
 fresh subprocess: on CPU the RSS high-water mark (VmHWM of /proc/self/status, reset right before the call
 through /proc/self/clear_refs; `resource.getrusage` where that is not possible) minus the RSS before the
@@ -36,6 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 NINE = ["grad_norm", "snip", "grasp", "fisher", "synflow", "jacob_cov", "plain", "ntk_trace", "condnum"]
 HNAS = ["grad_norm", "snip", "grasp", "ntk_trace", "condnum"]
 ALL_CONV = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+NEWER = ["meco", "trainable_layers", "zico", "epe_nas", "swap", "zen"]
+AZ = ["az_expressivity", "az_progressivity", "az_trainability"]
 REFERENCE_RATIO = {"nine": 16.5}
 
 
@@ -128,6 +130,9 @@ def speed(args, device):
     sets = {"nine": NINE, "hnas": HNAS}
     if args.each:
         sets.update({name: [name] for name in NINE})
+    if args.newer:
+        sets.update({name: [name] for name in NEWER})
+        sets["az"] = AZ
     # warm-up (kernel selection, allocator)
     net = build(archs[0], device, space=space)
     forward_backward(net, x, y)
@@ -212,6 +217,7 @@ def main(argv=None):
     parser.add_argument("--repeat", type=int, default=3, help="timings per architecture (fastest kept)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the architecture sample")
     parser.add_argument("--each", action="store_true", help="also time each of the nine metrics alone")
+    parser.add_argument("--newer", action="store_true", help="also time each of the newer proxies alone")
     parser.add_argument("--no-memory", action="store_true")
     args = parser.parse_args(argv)
 
