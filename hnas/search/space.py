@@ -22,7 +22,9 @@ class Universe:
         self.archs = None if archs is None else list(archs)
 
     def __len__(self):
-        return self.space.size if self.archs is None else len(self.archs)
+        if self.archs is None:  # 2.3e19 for DARTS: more than len() can return
+            raise TypeError(f"the universe of all of {self.space.name} is not listed; its size is space.size")
+        return len(self.archs)
 
     @property
     def decisions(self):
