@@ -193,6 +193,19 @@ def test_az_nas_needs_a_stem_and_cells():
         compute_metrics(plain, images, labels, "az_trainability")
 
 
+def gaussian_init_(net):
+    """SWAP's and Zen-NAS's network_weight_gaussian_init, in place."""
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.normal_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d) and m.affine:
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+
 def reference_swap(net, images, repeats=32, seed=0):
     """SWAP as its correlation.py computes it: per repeat, network_weight_gaussian_init in place on a copy,
     a train-mode forward of the 16 images, torch.unique over the neurons' sign patterns; the mean."""
@@ -207,15 +220,8 @@ def reference_swap(net, images, repeats=32, seed=0):
     net.train()
     scores = []
     for _ in range(repeats):
+        gaussian_init_(net)
         with torch.no_grad():
-            for m in net.modules():
-                if isinstance(m, (nn.Conv2d, nn.Linear)):
-                    nn.init.normal_(m.weight)
-                    if m.bias is not None:
-                        nn.init.zeros_(m.bias)
-                elif isinstance(m, nn.BatchNorm2d) and m.affine:
-                    nn.init.ones_(m.weight)
-                    nn.init.zeros_(m.bias)
             feats.clear()
             net(images[:16])
             a = torch.sign(torch.cat([f.reshape(16, -1) for f in feats], 1))
@@ -242,15 +248,8 @@ def reference_zen(net, images, seed=0):
 
     torch.manual_seed(seed)
     net = copy.deepcopy(net)
+    gaussian_init_(net)
     with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                nn.init.normal_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d) and m.affine:
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
         x = torch.randn(16, *images.shape[1:])
         x2 = torch.randn(16, *images.shape[1:])
         pool = [m for m in net.modules() if isinstance(m, nn.AdaptiveAvgPool2d)][-1]

@@ -27,27 +27,9 @@ from torch import nn
 
 from hnas.errors import HnasError
 from hnas.metrics.engine import register_quantity, removing, substituted, training_mode
+from hnas.metrics.reinit import kaiming_normal_fan_in, reinitialised
 
 AZ_SEED = 0
-_NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm)
-
-
-def reinitialised(ctx):
-    """{id(tensor): substitute}: AZ-NAS's initialisation of every Conv2d/Linear and affine norm, and clones of
-    the buffers."""
-    subs = {id(b): b.detach().clone() for _, b in ctx.named_buffers}
-    for _, m in ctx.named_modules:
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            w = torch.empty_like(m.weight, device=ctx.device)
-            subs[id(m.weight)] = nn.init.kaiming_normal_(w, mode="fan_in", nonlinearity="relu")
-            if m.bias is not None:
-                subs[id(m.bias)] = torch.zeros_like(m.bias, device=ctx.device)
-        elif isinstance(m, _NORMS) and m.affine:
-            subs[id(m.weight)] = torch.ones_like(m.weight, device=ctx.device)
-            subs[id(m.bias)] = torch.zeros_like(m.bias, device=ctx.device)
-    for _, p in ctx.named_parameters:  # any other parameter: as it is, on the inputs' device
-        subs.setdefault(id(p), p.detach().to(ctx.device))
-    return subs
 
 
 def entropy_of_channels(feature):
@@ -87,7 +69,7 @@ def az_scores(ctx):
         raise HnasError(f"the AZ-NAS metrics read the outputs of a model's `stem` and `cells`; "
                         f"{type(model).__name__} has no such attributes")
     torch.manual_seed(AZ_SEED)  # compute_metrics forks the generators: the caller's stay as they were
-    subs = reinitialised(ctx)
+    subs = reinitialised(ctx, kaiming_normal_fan_in)
     x = torch.randn(ctx.inputs.shape, device=ctx.device).requires_grad_(True)  # a graph to the features
     features = []
     hooks = [model.stem.register_forward_hook(lambda m, a, out: features.append(out))]

@@ -15,27 +15,11 @@ import torch
 from torch import nn
 
 from hnas.metrics.engine import register_quantity, removing, substituted, training_mode
+from hnas.metrics.reinit import reinitialised, standard_normal
 
 SWAP_SAMPLES = 16  # the reference's --input_samples
 SWAP_REPEATS = 32  # its --repeats
 SWAP_SEED = 0
-_NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm)
-
-
-def gaussian_substitutes(ctx):
-    """{id(tensor): substitute}: the reference's network_weight_gaussian_init, and clones of the buffers."""
-    subs = {id(b): b.detach().clone() for _, b in ctx.named_buffers}
-    for _, m in ctx.named_modules:
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            subs[id(m.weight)] = torch.randn(m.weight.shape, device=ctx.device)
-            if m.bias is not None:
-                subs[id(m.bias)] = torch.zeros_like(m.bias, device=ctx.device)
-        elif isinstance(m, _NORMS) and m.affine:
-            subs[id(m.weight)] = torch.ones_like(m.weight, device=ctx.device)
-            subs[id(m.bias)] = torch.zeros_like(m.bias, device=ctx.device)
-    for _, p in ctx.named_parameters:
-        subs.setdefault(id(p), p.detach().to(ctx.device))
-    return subs
 
 
 def distinct_patterns(activations):
@@ -63,7 +47,7 @@ def swap_patterns(ctx):
     with removing(hooks), training_mode(ctx.model, modules), torch.no_grad():
         for _ in range(SWAP_REPEATS):
             outputs.clear()
-            with substituted(ctx.named_modules, gaussian_substitutes(ctx)):
+            with substituted(ctx.named_modules, reinitialised(ctx, standard_normal)):
                 ctx.model(x)
             counts.append(distinct_patterns(torch.cat(outputs, dim=1)) if outputs else 0)
     return sum(counts) / len(counts)

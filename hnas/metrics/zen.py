@@ -2,7 +2,7 @@
 reference's `compute_zen_score.py` computes one repeat (the setting of its evolutionary search).
 
 The network re-initialised as SWAP's reference does (Conv2d / Linear weights N(0, 1), biases 0, norm weights
-1 and biases 0: hnas.metrics.swap.gaussian_substitutes; the model itself untouched), train mode without
+1 and biases 0: hnas.metrics.reinit; the model itself untouched), train mode without
 gradients; x and e Gaussian of the probe batch's first ZEN_SAMPLES images' shape, and f the input of the
 model's last nn.AdaptiveAvgPool2d (the feature map before global pooling). Delta = the mean over images of
 sum |f(x) - f(x + 0.01 e)|; Zen = log Delta + sum over BatchNorms of log sqrt(mean(running_var)), the running
@@ -18,7 +18,7 @@ from torch import nn
 
 from hnas.errors import HnasError
 from hnas.metrics.engine import register_quantity, removing, substituted, training_mode
-from hnas.metrics.swap import gaussian_substitutes
+from hnas.metrics.reinit import reinitialised, standard_normal
 
 ZEN_SAMPLES = 16
 ZEN_MIXUP = 1e-2
@@ -32,7 +32,7 @@ def zen(ctx):
         raise HnasError(f"zen reads the feature map before global pooling; {type(ctx.model).__name__} has no "
                         "nn.AdaptiveAvgPool2d")
     torch.manual_seed(ZEN_SEED)  # compute_metrics forks the generators: the caller's stay as they were
-    subs = gaussian_substitutes(ctx)
+    subs = reinitialised(ctx, standard_normal)
     shape = (min(ZEN_SAMPLES, ctx.batch_size), *ctx.inputs.shape[1:])
     x = torch.randn(shape, device=ctx.device)
     mixed = x + ZEN_MIXUP * torch.randn(shape, device=ctx.device)
