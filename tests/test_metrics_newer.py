@@ -61,6 +61,9 @@ def test_trainable_layers_counts_the_conv_and_linear_modules_that_run():
             h.remove()
         value = compute_metrics(net, images, labels, "trainable_layers")["trainable_layers"]
         assert value == len(called)
+        # with metrics whose backward passes release the forward pass's graph: the same count
+        together = compute_metrics(net, images, labels, ["snip", "ntk_trace", "jacob_cov", "trainable_layers"])
+        assert together["trainable_layers"] == value
     # one cell more conv than another: the count grows by one per cell (5 cells a stage, 3 stages)
     more = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_1x1~1|avg_pool_3x3~2|"
     space = create_space("nb201", layout="compact")
@@ -273,3 +276,15 @@ def test_zen_equals_the_reference_computation():
     value = compute_metrics(net, images, labels, "zen")["zen"]
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # running_var untouched
     assert value == pytest.approx(reference_zen(net, images), rel=1e-6)
+
+
+def test_every_metric_alone_equals_all_together_on_a_cell_network():
+    from hnas.metrics import list_metrics
+
+    space = create_space("nb201", layout="compact")
+    images, labels = data.probe_batch("fake", 16, seed=0)
+    net = space.build_seeded(ARCH, 0, num_classes=10)
+    together = compute_metrics(net, images, labels, list_metrics())
+    for name in list_metrics():
+        alone = compute_metrics(net, images, labels, [name])[name]
+        assert alone == pytest.approx(together[name], rel=1e-6, abs=1e-12), name
