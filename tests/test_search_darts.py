@@ -202,29 +202,29 @@ def test_a_search_without_a_query_protocol_or_with_benchmark_query_options_is_re
         stage.run(configure(*TINY, "search.query_epochs=12"), tmp_path / "b", tensorboard=False)
 
 
-def _tiny_oracle(results):
+def _tiny_oracle():
+    """The training oracle of the tiny settings, on the results folder the test's environment names."""
     from hnas.oracles import oracle_for_run
 
-    os.environ["HNAS_RESULTS_DIR"] = str(results)
     return oracle_for_run(configure(*TINY, "query.subset=64"))
 
 
 def test_a_corrupt_query_log_is_an_error_and_a_deleted_record_comes_back_without_training(tmp_path, monkeypatch):
     monkeypatch.setenv("HNAS_RESULTS_DIR", str(tmp_path))
     archs = create_space("darts").sample_distinct(2, seed=0)
-    oracle = _tiny_oracle(tmp_path)
+    oracle = _tiny_oracle()
     first = [oracle.query(a) for a in archs]
     assert oracle.trained == 2
     log = oracle.table.folder / "queries.jsonl"
     lines = log.read_text().splitlines()
     log.write_text(lines[0] + "\n{not json\n" + lines[1] + "\n")
     with pytest.raises(HnasError, match=r"(?s)line 2 is not a query record.*runs/"):
-        _tiny_oracle(tmp_path)
+        _tiny_oracle()
     log.write_text(lines[0] + "\n" + lines[1].replace('"val_acc": ', '"val_acc": 1') + "\n")
     with pytest.raises(HnasError, match="line 2"):
-        _tiny_oracle(tmp_path)
+        _tiny_oracle()
     log.write_text(lines[0] + "\n" + lines[1][:20])  # the second record cut short by a kill: dropped
-    again = _tiny_oracle(tmp_path)
+    again = _tiny_oracle()
     assert again.table.get(archs[1]) is None
     outcome = again.query(archs[1])  # rebuilt from its finished checkpoint, not retrained
     assert again.trained == 0 and (outcome.val_acc, outcome.cost_s) == (first[1].val_acc, first[1].cost_s)
@@ -233,13 +233,13 @@ def test_a_corrupt_query_log_is_an_error_and_a_deleted_record_comes_back_without
 
 def test_a_query_table_of_other_settings_and_a_pool_table_of_other_settings_are_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("HNAS_RESULTS_DIR", str(tmp_path))
-    oracle = _tiny_oracle(tmp_path)
+    oracle = _tiny_oracle()
     meta = oracle.table.folder / "meta.json"
     saved = json.loads(meta.read_text())
     saved["settings"]["protocol"]["lr"] = 0.5
     meta.write_text(json.dumps(saved))
     with pytest.raises(HnasError, match="other settings"):
-        _tiny_oracle(tmp_path)
+        _tiny_oracle()
 
     from hnas.metric_table import MetricTable, TableSettings
 
@@ -257,7 +257,7 @@ def test_query_tables_are_keyed_by_dataset_and_protocol(tmp_path, monkeypatch):
     from hnas.query_table import QueryTable
 
     monkeypatch.setenv("HNAS_RESULTS_DIR", str(tmp_path))
-    base = _tiny_oracle(tmp_path).settings
+    base = _tiny_oracle().settings
     names = {QueryTable.name_for(base),
              QueryTable.name_for({**base, "dataset": "cifar100"}),
              QueryTable.name_for({**base, "protocol": {**base["protocol"], "epochs": 2}}),
