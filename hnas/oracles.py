@@ -274,14 +274,14 @@ class TrainingOracle:
         """`space_cfg`: the typed space config; `protocol`: a typed train config (hnas.config.TrainConfig)."""
         from hnas.query_table import QueryTable
         from hnas.spaces import create_space, space_options
+        from hnas.train.fit import protocol_settings
 
         options = space_options(space_cfg)
         self.space = space = create_space(space_cfg.name, **options)
         self.protocol, self.dataset, self.num_classes = protocol, dataset, num_classes
         self.seed, self.device = int(seed), device
         self.settings = {"space": space.name, "space_options": {k: str(v) for k, v in options.items()},
-                         "dataset": dataset, "protocol": _plain(protocol), "seed": self.seed}
-        self.settings["protocol"].pop("workers")  # other loader processes only draw other augmentations
+                         "dataset": dataset, "protocol": protocol_settings(protocol), "seed": self.seed}
         self.table = QueryTable(results_dir, self.settings, space.validate)
         self.trained = 0  # queries this oracle trained (not read from the table)
 
@@ -340,10 +340,3 @@ class TrainingOracle:
         split = "test" if self.protocol.holdout is None else f"holdout {self.protocol.holdout}"
         return {"oracle": self.name, "dataset": self.dataset, "split": split, "epochs": self.protocol.epochs,
                 "protocol": self.protocol.name, "table": str(self.table.folder), "trained_now": self.trained}
-
-
-def _plain(config):
-    """A config dataclass as plain JSON values."""
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_container(OmegaConf.structured(config), enum_to_str=True)

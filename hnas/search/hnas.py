@@ -52,6 +52,13 @@ def make_acquisition(cfg):
     return make[cfg.acquisition]()
 
 
+def quiet_suggest(optimizer):
+    """BO's next point. The GP's kernel fit warns when a length scale hits its bound: harmless, and noisy."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module="sklearn")
+        return optimizer.suggest()
+
+
 def n_init_points(cfg):
     """Probed points: `init_points` if set, else min(int(queries * init_portion), max_init) (20 queries when
     the run has only a budget)."""
@@ -137,10 +144,7 @@ class HNAS:
             if step < len(probes):
                 params = probes[step]
             else:
-                with warnings.catch_warnings():
-                    # The GP's kernel fit warns when a length scale hits its bound: harmless, and noisy.
-                    warnings.filterwarnings("ignore", module="sklearn")
-                    suggestion = optimizer.suggest()
+                suggestion = quiet_suggest(optimizer)
                 params = {"t": float(suggestion["t"]), "c": float(suggestion["c"])}
             if step == 0 or cfg.pool == "per_step":
                 pool.add(problem.space.sample(cfg.n_sample, rng), qlog.queried)

@@ -20,6 +20,7 @@ import numpy as np
 
 from hnas.search.config import RobotSearch
 from hnas.search.core import SEARCHES, metric_value
+from hnas.search.hnas import quiet_suggest
 
 
 def normalised_columns(values, archs, metrics):
@@ -65,16 +66,14 @@ class RoBoT:
         keys = [f"w{k:02d}_{m}" for k, m in enumerate(cfg.metrics)]  # BO sorts its keys: keep the metric order
         optimizer = BayesianOptimization(
             f=None, pbounds={key: tuple(cfg.weight_bounds) for key in keys},
-            acquisition_function=acquisition.UpperConfidenceBound(kappa=cfg.kappa), random_state=problem.seed, verbose=0,
-            allow_duplicate_points=True)
+            acquisition_function=acquisition.UpperConfidenceBound(kappa=cfg.kappa), random_state=problem.seed,
+            verbose=0, allow_duplicate_points=True)
         answers = {}  # arch -> validation accuracy (each queried once)
         best = None  # (validation accuracy, weights) of the best evaluation so far
         for _ in range(cfg.explore or cfg.queries):
             if qlog.exhausted:
                 break
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", module="sklearn")
-                suggestion = optimizer.suggest()
+            suggestion = quiet_suggest(optimizer)
             weights = [float(suggestion[key]) for key in keys]
             arch = archs[ranked(columns, weights)[0]]
             if arch not in answers:

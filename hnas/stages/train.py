@@ -26,7 +26,7 @@ from hnas.errors import HnasError
 from hnas.io import atomic_write_json
 from hnas.spaces import create_space, space_options
 from hnas.train import distributed
-from hnas.train.fit import fit
+from hnas.train.fit import fit, protocol_settings
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +64,9 @@ def resolve_arch(stage, space):
 
 
 def settings(cfg, arch):
-    """What a checkpoint must have been trained with to be resumed (plain values). Not train.workers: other
-    workers only draw other augmentations (so the resumed run is not bitwise the uninterrupted one)."""
-    train = OmegaConf.to_container(OmegaConf.structured(cfg.train), enum_to_str=True)
-    train.pop("workers")
+    """What a checkpoint must have been trained with to be resumed (plain values)."""
     return {"space": cfg.space.name, "space_options": {k: str(v) for k, v in space_options(cfg.space).items()},
-            "arch": arch, "dataset": cfg.dataset.name, "seed": cfg.seed, "train": train}
+            "arch": arch, "dataset": cfg.dataset.name, "seed": cfg.seed, "train": protocol_settings(cfg.train)}
 
 
 def train(cfg, out_dir, world):

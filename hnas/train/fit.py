@@ -46,6 +46,17 @@ class Fitted:
     trained_epochs: int  # epochs this call trained (0: the folder's checkpoint was already finished)
 
 
+def protocol_settings(tcfg):
+    """The values of protocol `tcfg` a checkpoint must have been trained with to be resumed (plain JSON
+    values). Not `workers`: other loader processes only draw other augmentations (so a resumed run is then
+    not bitwise the uninterrupted one)."""
+    from omegaconf import OmegaConf
+
+    settings = OmegaConf.to_container(OmegaConf.structured(tcfg), enum_to_str=True)
+    settings.pop("workers")
+    return settings
+
+
 def seed_all(seed):
     random.seed(seed)
     np.random.seed(seed)
