@@ -137,7 +137,10 @@ def test_ctrl_c_saves_the_table_and_exits_without_a_traceback(tmp_path):
          "stage.metrics=[grad_norm,snip,ntk_trace]", f"paths.results_dir={results}",
          f"hydra.run.dir={tmp_path / 'run'}"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"})
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        # Ctrl-C's default action, whatever this process inherited (a shell's background job ignores SIGINT,
+        # and so would the run: Python keeps an ignored SIGINT ignored)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 180
     rows = None
     while time.time() < deadline:
