@@ -3,8 +3,8 @@
     python perf/bench_metrics.py --archs 30 --batch 64 --threads 2 --device cpu
     python perf/bench_metrics.py --space nb101 --archs 10 --batch 64 --no-memory
 
-For each of `--archs` random architectures of `--space` (NB201: the reference layout, the layout of the
-reference values; NB101: the benchmark's network, `--stem` channels) it
+For each of `--archs` random architectures of `--space` (NB201: `--layout`, by default the reference layout,
+the layout of the reference values; NB101: the benchmark's network, `--stem` channels) it
 times, interleaved and `--repeat` times each (keeping the fastest, which is the least disturbed by other
 processes on a shared machine):
   - one forward+backward pass of the mean cross-entropy (`loss.backward()`, training mode): the unit;
@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 NINE = ["grad_norm", "snip", "grasp", "fisher", "synflow", "jacob_cov", "plain", "ntk_trace", "condnum"]
 HNAS = ["grad_norm", "snip", "grasp", "ntk_trace", "condnum"]
 ALL_CONV = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"
-NEWER = ["meco", "trainable_layers", "zico", "epe_nas", "swap", "zen"]
+NEWER = ["meco", "trainable_layers", "zico", "epe_nas", "swap", "zen", "vkdnw", "te_nas_lr"]
 AZ = ["az_expressivity", "az_progressivity", "az_trainability"]
 REFERENCE_RATIO = {"nine": 16.5}
 
@@ -50,7 +50,7 @@ def probe_batch(batch, device):
     return x.to(device), y.to(device)
 
 
-SPACE_OPTIONS = {"nb201": lambda args: {"layout": "reference"}, "nb101": lambda args: {"stem_channels": args.stem}}
+SPACE_OPTIONS = {"nb201": lambda args: {"layout": args.layout}, "nb101": lambda args: {"stem_channels": args.stem}}
 
 
 def create(args):
@@ -209,6 +209,8 @@ def memory(args, device, what):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--space", default="nb201", choices=sorted(SPACE_OPTIONS))
+    parser.add_argument("--layout", default="reference", choices=["reference", "compact"],
+                        help="NB201: the network layout (compact: NATS-Bench's, where AZ-NAS, SWAP and VKDNW score)")
     parser.add_argument("--stem", type=int, default=128, help="NB101: stem channels (128 in the benchmark)")
     parser.add_argument("--archs", type=int, default=30)
     parser.add_argument("--batch", type=int, default=64)

@@ -288,3 +288,138 @@ def test_every_metric_alone_equals_all_together_on_a_cell_network():
     for name in list_metrics():
         alone = compute_metrics(net, images, labels, [name])[name]
         assert alone == pytest.approx(together[name], rel=1e-6, abs=1e-12), name
+
+
+def kaiming_init_(net):
+    """AZ-NAS's, VKDNW's and TE-NAS's kaiming_normal_fanin_init, in place."""
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d) and m.affine:
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+
+def reference_cholesky(prob):
+    """The closed-form factor of VKDNW's cholesky_covariance, element by element: L_ii = d_i, below the
+    diagonal -p_i d_j / q_j, d_j = sqrt(p_j q_j / q_{j-1}), q_j = 1 - sum_{i<=j} p_i (q_{-1} = 1)."""
+    k = len(prob)
+    q = [1 - sum(prob[: j + 1]) for j in range(k)]
+    q[-1] = 0.0
+    d = [np.sqrt(prob[j] * q[j] / (q[j - 1] if j else 1.0)) for j in range(k)]
+    L = np.zeros((k, k))
+    for i in range(k):
+        L[i, i] = d[i]
+        for j in range(i):
+            L[i, j] = -prob[i] * d[j] / q[j]
+    return L
+
+
+def reference_vkdnw(net, image_shape, samples, seed=0):
+    """VKDNW as its compute_vkdnw_score.py computes it, on a copy: Kaiming init in place, eval mode, Gaussian
+    images, vmap over single images of jacrev of the logits with respect to element 0 of every parameter
+    tensor, the closed-form Cholesky factor times the Jacobian, F = mean (LJ)^T (LJ), its singular values,
+    their deciles and the entropy of the normalised deciles. Returns (entropy, number of parameter tensors)."""
+    import copy
+
+    from torch.func import functional_call, jacrev, vmap
+
+    torch.manual_seed(seed)
+    net = copy.deepcopy(net)
+    kaiming_init_(net)
+    x = torch.randn((samples, *image_shape[1:]))
+    net.eval()
+    params = {k: v.detach() for k, v in net.named_parameters()}
+    buffers = {k: v.detach() for k, v in net.named_buffers()}
+
+    def one(sample):
+        def predict(theta):
+            full = {k: torch.cat([theta[k], v.flatten()[1:]]).reshape(v.shape) for k, v in params.items()}
+            return functional_call(net, (full, buffers), (sample[None],))[0]
+        return jacrev(predict)({k: v.flatten()[:1] for k, v in params.items()})
+
+    called = set()
+    hooks = [m.register_forward_hook(lambda m, a, o: called.add(m)) for m in net.modules()]
+    with torch.no_grad():
+        net(x)
+    for h in hooks:
+        h.remove()
+    # the parameters of modules that never run (NB201's reference layout) are left out; on NATS-Bench's
+    # network every module runs, and these are all of named_parameters
+    ran = {id(p) for m in called for p in m.parameters(recurse=False)}
+    used = np.array([id(p) in ran for p in net.parameters()])
+    jac = torch.cat([v.flatten(2) for v in vmap(one)(x).values()], dim=2).double().numpy()[:, :, used]
+    with torch.no_grad():
+        logits = torch.cat([net(img[None]) for img in x]).double()
+    alpha = float(torch.tensor(0.05, dtype=torch.float16))
+    prob = (torch.softmax(logits, 1) * (1 - alpha) + alpha / logits.shape[1]).numpy()
+    scaled = np.stack([reference_cholesky(p) @ j for p, j in zip(prob, jac)])
+    fisher = np.mean([s.T @ s for s in scaled], axis=0)
+    lam = np.linalg.svd(fisher, compute_uv=False)
+    q = np.quantile(lam, np.arange(1, 10) / 10)
+    p = q / (np.abs(q).sum() + 1e-10)
+    return float(-(p * np.log(p + 1e-10)).sum()), int(used.sum())
+
+
+@pytest.mark.parametrize("layout", ["compact", "reference"])
+def test_vkdnw_equals_the_reference_computation(layout, monkeypatch):
+    from hnas.metrics import vkdnw
+
+    monkeypatch.setattr(vkdnw, "VKDNW_SAMPLES", 6)
+    space = create_space("nb201", layout=layout)
+    images, labels = data.probe_batch("fake", 8, seed=0)
+    net = space.build_seeded(ARCH, 0, num_classes=10)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    values = compute_metrics(net, images, labels, ["vkdnw", "vkdnw_single"])
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    entropy, dim = reference_vkdnw(net, images.shape, 6)
+    assert 0 < values["vkdnw"] <= np.log(9)
+    assert values["vkdnw"] == pytest.approx(entropy, rel=1e-4)
+    assert values["vkdnw_single"] == pytest.approx(10 * dim + entropy, rel=1e-9)
+    if layout == "compact":  # every module of NATS-Bench's network runs: the reference's len(named_parameters)
+        assert dim == len(list(net.named_parameters()))
+
+
+def test_vkdnw_single_orders_by_parameter_tensors_first():
+    images, labels = data.probe_batch("fake", 8, seed=0)
+    space = create_space("nb201", layout="compact")
+    small = "|nor_conv_1x1~0|+|none~0|none~1|+|skip_connect~0|none~1|none~2|"  # 1 conv: 3 tensors
+    big = "|nor_conv_1x1~0|+|nor_conv_1x1~0|none~1|+|skip_connect~0|none~1|none~2|"  # 2 convs: 6 tensors
+    a, b = (compute_metrics(space.build_seeded(s, 0, num_classes=10), images, labels, "vkdnw_single")["vkdnw_single"]
+            for s in (small, big))
+    assert b > a  # whatever the entropies: 15 cells x 3 more tensors
+
+
+def reference_linear_regions(net, image_shape, samples, seed=0):
+    """The AZ-NAS port's compute_RN_score on a copy after Kaiming init: sign of every ReLU output (4-D input)
+    of a train-mode forward of Gaussian images, LR = sum_i 1 / #{j: code_j = code_i}, with its half-precision
+    matmul test of equal codes."""
+    import copy
+
+    torch.manual_seed(seed)
+    net = copy.deepcopy(net)
+    kaiming_init_(net)
+    x = torch.randn((samples, *image_shape[1:]))
+    feats = []
+    for m in net.modules():
+        if isinstance(m, nn.ReLU):
+            m.register_forward_hook(lambda m, a, o: feats.append(o.detach()) if a[0].dim() == 4 else None)
+    net.train()
+    with torch.no_grad():
+        net(x)
+    codes = torch.sign(torch.cat([f.reshape(samples, -1) for f in feats], 1)).float()
+    res = codes @ (1 - codes).T
+    res = 1 - torch.sign(res + res.T)
+    return float((1.0 / res.sum(1)).sum())
+
+
+def test_te_nas_linear_regions_equal_the_reference_computation():
+    images, labels = data.probe_batch("fake", 40, seed=0)
+    for arch in (ARCH, "|none~0|+|none~0|none~1|+|skip_connect~0|none~1|none~2|"):
+        net = create_space("nb201", layout="compact").build_seeded(arch, 0, num_classes=10)
+        value = compute_metrics(net, images, labels, "te_nas_lr")["te_nas_lr"]
+        assert value == pytest.approx(reference_linear_regions(net, images.shape, 32), rel=1e-6)
+        assert 1 <= value <= 32

@@ -12,7 +12,7 @@ Adding a metric is one decorated function (see `hnas.metrics.engine` and docs/me
 
 # Importing these registers the shared quantities; the engine computes them in this order (each pass once):
 # forward; loss_grads, fisher_stats, hvp; theta, theta_eigvals; input_jacobian; relu_kernel, macs,
-# called_layers; synflow; meco_terms; half_batch_grads; az_scores; swap_patterns; zen.
+# called_layers; synflow; meco_terms; half_batch_grads; az_scores; swap_patterns; zen; vkdnw; linear_regions.
 from hnas.metrics import forward_pass as _forward_pass  # noqa: F401
 from hnas.metrics import loss_grads as _loss_grads  # noqa: F401
 from hnas.metrics import theta as _theta  # noqa: F401
@@ -24,6 +24,8 @@ from hnas.metrics import zico as _zico  # noqa: F401
 from hnas.metrics import az_nas as _az_nas  # noqa: F401
 from hnas.metrics import swap as _swap  # noqa: F401
 from hnas.metrics import zen as _zen  # noqa: F401
+from hnas.metrics import vkdnw as _vkdnw  # noqa: F401
+from hnas.metrics import linear_regions as _linear_regions  # noqa: F401
 from hnas.metrics import definitions as _definitions  # noqa: F401  (registers the metrics)
 from hnas.metrics.engine import (
     METRICS,

@@ -245,3 +245,27 @@ def zen_score(ctx):
     """Zen-score: log of the feature map's response to a small input perturbation plus the BatchNorms'
     log scaling, on a Gaussian re-init (hnas.metrics.zen)."""
     return float(ctx.zen)
+
+
+# VKDNW_single orders by (dim, entropy) lexicographically, as its reference's dense rank of the pair does; the
+# entropy of 9 deciles is at most log 9 < VKDNW_DIM_WEIGHT, so dim * VKDNW_DIM_WEIGHT + entropy keeps that order.
+VKDNW_DIM_WEIGHT = 10.0
+
+
+@register_metric("vkdnw", needs=("vkdnw",))
+def vkdnw_entropy(ctx):
+    """VKDNW: the entropy of the normalised deciles of the Fisher spectrum of one scalar per parameter
+    tensor, on a Kaiming re-init in eval mode with Gaussian input (hnas.metrics.vkdnw)."""
+    return float(ctx.vkdnw["entropy"])
+
+
+@register_metric("vkdnw_single", needs=("vkdnw",))
+def vkdnw_single(ctx):
+    """VKDNW_single: the number of parameter tensors that run, ties broken by the VKDNW entropy."""
+    return VKDNW_DIM_WEIGHT * ctx.vkdnw["dim"] + float(ctx.vkdnw["entropy"])
+
+
+@register_metric("te_nas_lr", needs=("linear_regions",))
+def te_nas_lr(ctx):
+    """TE-NAS's linear regions: the number of distinct ReLU codes of 32 Gaussian images on a Kaiming re-init."""
+    return float(ctx.linear_regions)

@@ -181,16 +181,25 @@ def _is_dropout(m):
 
 
 @contextlib.contextmanager
-def training_mode(model, modules=None):
-    """Train mode (batch-statistics BatchNorm) with dropout off; every module's flag restored afterwards."""
-    flags = [(m, m.training) for m in (model.modules() if modules is None else modules)]
+def _modes(modules, training_of):
+    flags = [(m, m.training) for m in modules]
     try:
         for m, _ in flags:  # (the instance dict directly: nn.Module.__setattr__ is slow on 1,000 modules)
-            m.__dict__["training"] = not _is_dropout(m)
+            m.__dict__["training"] = training_of(m)
         yield
     finally:
         for m, flag in flags:
             m.__dict__["training"] = flag
+
+
+def training_mode(model, modules=None):
+    """Train mode (batch-statistics BatchNorm) with dropout off; every module's flag restored afterwards."""
+    return _modes(model.modules() if modules is None else modules, lambda m: not _is_dropout(m))
+
+
+def eval_mode(model, modules=None):
+    """Eval mode (running-statistics BatchNorm where it tracks them); every module's flag restored afterwards."""
+    return _modes(model.modules() if modules is None else modules, lambda m: False)
 
 
 @contextlib.contextmanager
