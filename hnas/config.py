@@ -11,7 +11,7 @@ metric registry: every registered metric is a `metric=<name>` option with no YAM
 from dataclasses import dataclass, field, fields, is_dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -52,26 +52,40 @@ class DatasetConfig:
 
 @dataclass
 class MetricConfig:
-    """`metric=<name>`: a registered metric; `metric=agg`: the rank aggregate of the metrics `of`
-    (hnas.metrics.aggregate)."""
+    """`metric=<name>`: a registered metric; or a combined one (`metric=agg`: the rank aggregate of the
+    metrics `of`; `metric=reg_swap` with `options` mu and sigma: hnas.metrics.aggregate)."""
 
     name: str = MISSING
     of: List[str] = field(default_factory=list)
+    options: Dict[str, Optional[float]] = field(default_factory=dict)
 
     def __post_init__(self):
-        from hnas.metrics import list_metrics
-        from hnas.metrics.aggregate import AGGREGATE
+        from hnas.metrics.aggregate import COMBINED
 
-        if self.name != AGGREGATE:
-            require(not self.of, "metric.of", list(self.of), f"only metric={AGGREGATE} combines metrics")
+        if self.name not in COMBINED:
+            require(not self.of, "metric.of", list(self.of),
+                    f"only a combined metric ({', '.join(COMBINED.names())}) is made of other metrics")
+            require(not self.options, "metric.options", dict(self.options), f"metric={self.name} takes no options")
             return
-        unknown = [m for m in self.of if m not in list_metrics()]
-        require(len(self.of) >= 2 and not unknown and len(set(self.of)) == len(self.of), "metric.of",
-                list(self.of), f"an aggregate ranks 2 or more distinct registered metrics ({', '.join(list_metrics())})")
+        problems = COMBINED.get(self.name).problems(list(self.of), dict(self.options))
+        if problems:
+            key, why = problems[0]
+            require(False, key, list(self.of) if key == "metric.of" else dict(self.options), why)
+
+    @property
+    def combined(self):
+        """How this metric combines others (hnas.metrics.aggregate.Combined), or None for a registered one."""
+        from hnas.metrics.aggregate import COMBINED
+
+        return COMBINED.get(self.name) if self.name in COMBINED else None
+
+    def combine(self, columns):
+        """The values of this combined metric for an (N, len(of)) array of its components' values."""
+        return self.combined.combine(columns, **self.options)
 
     @property
     def components(self):
-        """The metrics whose values make this one: itself, or those it aggregates."""
+        """The metrics whose values make this one: itself, or those it combines."""
         return list(self.of) if self.of else [self.name]
 
 
@@ -263,7 +277,7 @@ STAGE_SCHEMAS = {
 
 def register_configs():
     from hnas.metrics import list_metrics
-    from hnas.metrics.aggregate import AGGREGATE, DEFAULT_COMPONENTS
+    from hnas.metrics.aggregate import COMBINED
     from hnas.search import SEARCHES
     from hnas.spaces import SPACES, list_spaces
 
@@ -280,7 +294,11 @@ def register_configs():
         cs.store(group="schema/search", name=name, node=SEARCHES.get(name).schema)
     for name in list_metrics():
         cs.store(group="metric", name=name, node=MetricConfig(name=name))
-    cs.store(group="metric", name=AGGREGATE, node=MetricConfig(name=AGGREGATE, of=list(DEFAULT_COMPONENTS)))
+    for name in COMBINED.names():
+        # typed but not built: reg_swap's options are the user's to give, so its stored node is incomplete
+        combined, node = COMBINED.get(name), OmegaConf.structured(MetricConfig)
+        node.name, node.of, node.options = name, list(combined.components), {o: None for o in combined.options}
+        cs.store(group="metric", name=name, node=node)
     if not OmegaConf.has_resolver("hnas_groups"):
         OmegaConf.register_new_resolver("hnas_groups", group_listing)
 

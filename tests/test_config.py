@@ -257,7 +257,8 @@ def test_help_lists_groups_and_options():
         options = listed[group].split(", ")
         assert options == yaml_options(group) if not group.startswith("hydra/") else \
             set(yaml_options(group)) <= set(options), group
-    assert f"metric: {', '.join(sorted([*METRIC_OPTIONS, 'agg']))}" in lines  # the registry's, and the aggregate
+    # the registry's, and the combined metrics'
+    assert f"metric: {', '.join(sorted([*METRIC_OPTIONS, 'agg', 'reg_swap']))}" in lines
     assert "schema" not in result.stdout.split("== Resolved config")[0]  # schemas are not offered as options
 
 

@@ -31,8 +31,8 @@ def correlation(cfg, out_dir):
     if table is None:
         raise MetricTable.not_found(paths.results_dir(), settings)
     frame = table.frame()
-    if cfg.metric.of:
-        frame = with_aggregate(frame, cfg.metric.name, list(cfg.metric.of))
+    if cfg.metric.combined:
+        frame = with_combined(frame, cfg.metric.name, list(cfg.metric.of), cfg.metric.combine)
     metrics = list(cfg.stage.metrics) if cfg.stage.metrics else [
         c for c in frame.columns if c not in ("index", "arch", "seconds")]
     absent = [m for m in metrics if m not in frame.columns]
@@ -44,16 +44,14 @@ def correlation(cfg, out_dir):
     return corr
 
 
-def with_aggregate(frame, name, components):
-    """`frame` with a column `name`: the rank aggregate of `components` (hnas.metrics.aggregate) over the
-    rows that hold all of them (its population), NaN on the others."""
-    from hnas.metrics.aggregate import log_rank_sum
-
+def with_combined(frame, name, components, combine):
+    """`frame` with a column `name`: `combine` (hnas.metrics.aggregate) of the `components` columns over the
+    rows that hold all of them (a rank aggregate's population), NaN on the others."""
     absent = [c for c in components if c not in frame.columns]
     if absent:
-        raise HnasError(f"metric={name} aggregates {components}, but the table has no column(s) {absent}")
+        raise HnasError(f"metric={name} combines {components}, but the table has no column(s) {absent}")
     frame = frame.copy()
     complete = frame[components].notna().all(axis=1)
     frame[name] = float("nan")
-    frame.loc[complete, name] = log_rank_sum(frame.loc[complete, components].to_numpy())
+    frame.loc[complete, name] = combine(frame.loc[complete, components].to_numpy())
     return frame

@@ -67,11 +67,11 @@ def run(cfg, out_dir, oracle=None, metrics_of=None, tensorboard=True):
         metric_table = MetricTable.existing(paths.results_dir(), settings)
     archs = oracle.archs if scfg.universe == "space" else table_archs(metric_table, settings, oracle,
                                                                          columns or cfg.metric.components)
-    if cfg.metric.of and metric in names:
-        from hnas.metrics.aggregate import RankAggregate
+    if cfg.metric.combined and metric in names:
+        from hnas.metrics.aggregate import CombinedMetric
 
-        # ranked over the universe (or, unlisted, over what each call asks for)
-        metrics_of = RankAggregate(metrics_of, metric, cfg.metric.of, names, population=archs)
+        # over the universe (or, unlisted, over what each call asks for): a rank depends on it
+        metrics_of = CombinedMetric(metrics_of, metric, cfg.metric.combine, cfg.metric.of, names, population=archs)
     problem = Problem(space=Universe(space, archs), oracle=oracle, seed=int(cfg.seed), metric=metric,
                       metrics_of=metrics_of)
 
