@@ -17,14 +17,22 @@ from hnas.metric_table import MetricTable, TableSettings
 
 SHIPPED = paths.embedded_dir() / "metric-tables"
 REFERENCE_TABLE = "nb201-reference-cifar10-test-b64-seed0"
-# Tolerances of the reference tests (tests/test_metrics_reference.py), and tighter ones for what is exact.
-RTOL = {"grad_norm": 1e-4, "snip": 1e-4, "fisher": 1e-4, "jacob_cov": 1e-4, "ntk_trace": 1e-4, "grasp": 1e-3,
-        "plain": 1e-3, "condnum": 1e-3, "synflow": 1e-9, "l2_norm": 1e-9, "naswot": 1e-6, "params": 0, "flops": 0,
+# Tolerances of rows recomputed on another CPU than the one that computed them. The shipped rows come from
+# several machines; float32 convolution kernels differ between CPUs (AVX2 here, AVX-512 elsewhere), and a
+# machine reproduces its own rows exactly, but across machines (120 rows recomputed on an AVX2 EPYC) the
+# gradient metrics moved by up to 2e-3 relative, ntk_trace 2.3e-3, jacob_cov 5e-5, condnum 4e-2, and the
+# signed sums more: grasp 0.44 relative (a Hessian-vector product), plain 30 relative where it is near 0 but
+# at most 0.04 of its column's median magnitude; of the newer proxies (40 rows), zico 2e-2 (the spread of
+# only two half-batch gradients) and epe_nas 9e-3. Exact counts and weight-only metrics stay exact.
+RTOL = {"grad_norm": 1e-2, "snip": 1e-2, "fisher": 1e-2, "jacob_cov": 1e-3, "ntk_trace": 1e-2, "grasp": 1.0,
+        "plain": 1e-2, "condnum": 0.1, "synflow": 1e-9, "l2_norm": 1e-9, "naswot": 1e-6, "params": 0, "flops": 0,
         # the newer proxies (float32 networks; swap counts sign patterns, which rounding near 0 can flip)
-        "meco": 1e-5, "trainable_layers": 0, "zico": 1e-4, "epe_nas": 1e-4, "az_expressivity": 1e-5,
+        "meco": 1e-5, "trainable_layers": 0, "zico": 5e-2, "epe_nas": 2e-2, "az_expressivity": 1e-5,
         "az_progressivity": 1e-4, "az_trainability": 1e-4, "swap": 1e-3, "zen": 1e-5,
         # vkdnw: the entropy of a float32 Fisher spectrum's deciles; te_nas_lr counts distinct codes of 32 images
-        "vkdnw": 1e-4, "vkdnw_single": 1e-6, "te_nas_lr": 0}
+        "vkdnw": 1e-3, "vkdnw_single": 1e-5, "te_nas_lr": 0}
+# plain's absolute tolerance, as a fraction of the median |value| of its column (it crosses 0)
+ATOL_OF_MEDIAN = {"plain": 0.1}
 # The metrics every row of the reference table has (the newer proxies: only some rows so far).
 THIRTEEN = {"grad_norm", "snip", "grasp", "fisher", "synflow", "jacob_cov", "plain", "l2_norm", "naswot",
             "ntk_trace", "condnum", "params", "flops"}
@@ -122,12 +130,15 @@ def test_shipped_rows_are_what_the_engine_computes(data_dir, name, n):
     for group in sorted(by_columns.values(), key=len)[:-1]:
         archs += rng.sample(group, min(len(group), max(1, n // 4)))
     archs = list(dict.fromkeys(archs))
+    columns = {m: [abs(r["metrics"][m]) for r in table.rows.values() if m in r["metrics"]] for m in ATOL_OF_MEDIAN}
+    atol = {m: ATOL_OF_MEDIAN[m] * float(np.median(v)) for m, v in columns.items() if v}
     torch.set_num_threads(2)
     for arch in archs:
         shipped = table.rows[arch]["metrics"]
         values, _ = metric_source.compute_arch(arch, settings, list(shipped), batch, torch.device("cpu"))
         for name, value in shipped.items():
-            np.testing.assert_allclose(values[name], value, rtol=RTOL[name], err_msg=f"{name} of {arch}")
+            np.testing.assert_allclose(values[name], value, rtol=RTOL[name], atol=atol.get(name, 0),
+                                       err_msg=f"{name} of {arch}")
 
 
 @pytest.mark.parametrize("name", SHIPPED_TABLES)
