@@ -123,6 +123,19 @@ def test_zico_and_epe_nas_equal_their_reference_computations(layout):
     assert values["epe_nas"] == pytest.approx(plain_epe_nas(net, images, labels), rel=1e-5)
 
 
+def kaiming_init_(net):
+    """AZ-NAS's, VKDNW's and TE-NAS's kaiming_normal_fanin_init, in place."""
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d) and m.affine:
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+
 def reference_az_nas(net, shape, seed=0):
     """AZ-NAS's compute_az_nas_score.py on a copy of the network: init_model (Kaiming-normal fan_in, BN 1 / 0)
     in place, Gaussian input, the stem and cell outputs with retain_grad, then its three scores."""
@@ -131,16 +144,7 @@ def reference_az_nas(net, shape, seed=0):
     torch.manual_seed(seed)
     net = copy.deepcopy(net)
 
-    def init(m):
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d) and m.affine:
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-
-    net.apply(init)
+    kaiming_init_(net)
     net.train()
     x = torch.randn(shape)
     features = [net.stem(x)]
@@ -288,19 +292,6 @@ def test_every_metric_alone_equals_all_together_on_a_cell_network():
     for name in list_metrics():
         alone = compute_metrics(net, images, labels, [name])[name]
         assert alone == pytest.approx(together[name], rel=1e-6, abs=1e-12), name
-
-
-def kaiming_init_(net):
-    """AZ-NAS's, VKDNW's and TE-NAS's kaiming_normal_fanin_init, in place."""
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d) and m.affine:
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
 
 
 def reference_cholesky(prob):
