@@ -49,22 +49,37 @@ def test_meco_equals_the_reference_computation_and_leaves_running_statistics_alo
     assert compute_metrics(net, images, labels, ["snip", "meco", "ntk_trace"])["meco"] == value
 
 
-def test_trainable_layers_counts_the_conv_and_linear_modules_that_run():
+def plain_trainable_layers(net, images, labels):
+    """The layers the loss trains, counted from a plain backward: Conv2d/Linear modules whose weight gradient
+    of the mean cross-entropy has a non-zero entry."""
+    net.zero_grad(set_to_none=True)
+    net.train()
+    nn.functional.cross_entropy(net(images), labels).backward()
+    layers = [m for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    count = sum(1 for m in layers if m.weight.grad is not None and bool(m.weight.grad.ne(0).any()))
+    net.zero_grad(set_to_none=True)
+    return count
+
+
+def test_trainable_layers_counts_the_layers_the_loss_trains():
     images, labels = data.probe_batch("fake", 4, seed=0)
+    # node 1's conv feeds only `none` edges: it runs, but nothing it outputs reaches the loss
+    dead = "|nor_conv_3x3~0|+|nor_conv_3x3~0|none~1|+|skip_connect~0|none~1|avg_pool_3x3~2|"
+    without = "|none~0|+|nor_conv_3x3~0|none~1|+|skip_connect~0|none~1|avg_pool_3x3~2|"
     for layout in ("compact", "reference"):
-        net = create_space("nb201", layout=layout).build_seeded(ARCH, 0, num_classes=10)
-        called = set()
-        hooks = [m.register_forward_hook(lambda m, a, o: called.add(id(m))) for m in net.modules()
-                 if isinstance(m, (nn.Conv2d, nn.Linear))]
-        net(images)
-        for h in hooks:
-            h.remove()
-        value = compute_metrics(net, images, labels, "trainable_layers")["trainable_layers"]
-        assert value == len(called)
-        # with metrics whose backward passes release the forward pass's graph: the same count
-        together = compute_metrics(net, images, labels, ["snip", "ntk_trace", "jacob_cov", "trainable_layers"])
-        assert together["trainable_layers"] == value
-    # one cell more conv than another: the count grows by one per cell (5 cells a stage, 3 stages)
+        space = create_space("nb201", layout=layout)
+        counts = {}
+        for arch in (ARCH, dead, without):
+            net = space.build_seeded(arch, 0, num_classes=10)
+            counts[arch] = compute_metrics(net, images, labels, "trainable_layers")["trainable_layers"]
+            assert counts[arch] == plain_trainable_layers(net, images, labels)
+            # with metrics of other passes (the Theta pass, the input Jacobian's): the same count
+            together = compute_metrics(net, images, labels, ["snip", "ntk_trace", "jacob_cov", "trainable_layers"])
+            assert together["trainable_layers"] == counts[arch]
+        assert counts[dead] == counts[without]
+        # ARCH's node 1 also feeds node 3 through a conv: two more layers a cell, 5 cells a stage, 3 stages
+        assert counts[ARCH] - counts[dead] == 30
+    # one cell more conv than another: the count grows by one per cell
     more = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_1x1~1|avg_pool_3x3~2|"
     space = create_space("nb201", layout="compact")
     counts = [compute_metrics(space.build_seeded(a, 0, num_classes=10), images, labels, "trainable_layers")

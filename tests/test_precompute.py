@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -208,14 +209,16 @@ def test_correlation_report_on_a_small_table(tmp_path):
     index = [bench.index_of(a) for a in archs]
     truth = bench.column("cifar10", "test", 200)[index]
     frame = pd.DataFrame({"index": index, "arch": archs, "oracle": truth, "anti": -truth, "constant": 7.0,
-                          "seconds": 1.0})
-    corr = correlation_report(frame, oracle, ["oracle", "anti", "constant"], tmp_path)
+                          "partial": np.where(np.arange(40) < 25, truth, np.nan), "seconds": 1.0})
+    corr = correlation_report(frame, oracle, ["oracle", "anti", "constant", "partial"], tmp_path)
     row = corr.set_index(["metric", "target"])
     assert row.loc[("oracle", "cifar10 test 200ep"), "spearman"] == pytest.approx(1.0)
     assert row.loc[("anti", "cifar10 test 200ep"), "kendall"] == pytest.approx(-1.0)
     assert 0 < row.loc[("oracle", "cifar100 test 200ep"), "spearman"] < 1
     assert corr[corr.metric == "constant"][["spearman", "kendall"]].isna().all().all()
-    assert (tmp_path / "correlation.csv").exists() and "| oracle |" in (tmp_path / "correlation.md").read_text()
+    text = (tmp_path / "correlation.md").read_text()
+    assert (tmp_path / "correlation.csv").exists() and "| oracle | 40 |" in text and "| partial | 25 |" in text
+    assert "The table has 40 architectures" in text
     assert (tmp_path / "scatter.png").stat().st_size > 10_000
 
 

@@ -11,8 +11,8 @@ Adding a metric is one decorated function (see `hnas.metrics.engine` and docs/me
 """
 
 # Importing these registers the shared quantities; the engine computes them in this order (each pass once):
-# forward; loss_grads, fisher_stats, hvp; theta, theta_eigvals; input_jacobian; relu_kernel, macs,
-# called_layers; synflow; meco_terms; half_batch_grads; az_scores; swap_patterns; zen; vkdnw; linear_regions.
+# forward; loss_grads, fisher_stats, hvp; theta, theta_eigvals; input_jacobian; relu_kernel, macs;
+# synflow; meco_terms; half_batch_grads; az_scores; swap_patterns; zen; vkdnw; linear_regions.
 from hnas.metrics import forward_pass as _forward_pass  # noqa: F401
 from hnas.metrics import loss_grads as _loss_grads  # noqa: F401
 from hnas.metrics import theta as _theta  # noqa: F401

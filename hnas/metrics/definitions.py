@@ -167,10 +167,13 @@ def flops(ctx):
     return float(ctx.macs)
 
 
-@register_metric("trainable_layers", needs=("called_layers",))
+@register_metric("trainable_layers", needs=("loss_grads",))
 def trainable_layers(ctx):
-    """The number of Conv2d/Linear modules that run (VKDNW's layer count), so a skipped op counts none."""
-    return float(ctx.called_layers)
+    """The number of Conv2d/Linear modules whose weight the loss trains (VKDNW's layer count): a module that
+    does not run, or whose output reaches the loss only through `none` edges (a gradient of exact zeros), is
+    no trainable layer."""
+    with torch.no_grad():
+        return float(sum(1 for g in ctx.loss_grads.grads if g is not None and bool(g.ne(0).any())))
 
 
 @register_metric("meco", needs=("meco_terms",))

@@ -73,7 +73,6 @@ class ForwardRecord:
     calls: list = field(default_factory=list)
     relu_kernel: torch.Tensor | None = None
     classes: int = 0  # the model's number of outputs (kept after the graph is released)
-    layers_called: int = 0  # distinct Conv2d/Linear modules called (kept after the graph, and `calls`, are released)
     macs: float = 0.0
     second_order: object = None  # SecondOrderState of the graph's custom Functions, when the HVP is planned
 
@@ -181,6 +180,5 @@ def forward(ctx):
         raise HnasError(f"targets must be class indices in 0..{classes - 1} (the model has {classes} outputs)")
     rec.logits = logits
     rec.classes = classes
-    rec.layers_called = len({call.layer.index for call in rec.calls})
     rec.macs = macs[0] / n
     return rec

@@ -50,12 +50,15 @@ def correlations(frame, metrics, targets):
 
 
 def markdown_table(corr, statistic):
+    """One row per metric, one column per target, and `n`: the architectures the metric's correlations are over
+    (a partial table's metrics can cover fewer rows than it has)."""
     wide = corr.pivot(index="metric", columns="target", values=statistic)
     wide = wide[list(dict.fromkeys(corr["target"]))]
-    header = f"| metric ({statistic}) | " + " | ".join(wide.columns) + " |"
-    lines = [header, "|" + "---|" * (len(wide.columns) + 1)]
+    covered = corr.groupby("metric")["n"].min()
+    header = f"| metric ({statistic}) | n | " + " | ".join(wide.columns) + " |"
+    lines = [header, "|" + "---|" * (len(wide.columns) + 2)]
     for metric, row in wide.iterrows():
-        lines.append(f"| {metric} | " + " | ".join(f"{v:.3f}" for v in row) + " |")
+        lines.append(f"| {metric} | {covered[metric]} | " + " | ".join(f"{v:.3f}" for v in row) + " |")
     return "\n".join(lines)
 
 
@@ -98,7 +101,8 @@ def correlation_report(frame, oracle, metrics, out_dir):
     frame = attach_accuracies(frame, oracle)
     corr = correlations(frame, metrics, [target_label(*t) for t in oracle.targets])
     atomic_write_text(out_dir / "correlation.csv", corr.to_csv(index=False))
-    text = (f"# Rank correlation of metrics with {oracle.name} accuracies ({len(frame)} architectures)\n\n"
+    text = (f"# Rank correlation of metrics with {oracle.name} accuracies\n\n"
+            f"The table has {len(frame)} architectures; n is how many of them hold the metric's value.\n\n"
             + markdown_table(corr, "spearman") + "\n\n" + markdown_table(corr, "kendall") + "\n")
     atomic_write_text(out_dir / "correlation.md", text)
     tmp = out_dir / ".scatter.tmp.png"
