@@ -262,22 +262,25 @@ def test_help_lists_groups_and_options():
     assert "schema" not in result.stdout.split("== Resolved config")[0]  # schemas are not offered as options
 
 
-def test_cli_mistakes_fail_without_a_traceback():
-    result = run_cli("stage=training")
-    assert result.returncode != 0 and "Traceback" not in result.stderr
-    listed = result.stderr.split("Available options in 'stage':")[1].split("Config search path")[0].split()
-    assert listed == yaml_options("stage")  # no schema entries offered as options
-    result = run_cli("metric=snipp")
-    assert result.returncode != 0 and "snipp" in result.stderr and "Traceback" not in result.stderr
-    result = run_cli("stage=precompute", 'stage.archs=["|bad~0|"]', "dataset=fake")
-    assert result.returncode != 0 and "malformed NB201" in result.stderr and "Traceback" not in result.stderr
-    for args, message in [(["stage=precompute", "+stage.limt=3"], "unknown setting stage.limt"),
-                          (["stage=precompute", "stage.archs=[]"], "leave stage.archs out"),
-                          (["search.t_bounds=[1,0]"], "search.t_bounds"),
-                          (["search.condnum=foo"], "unknown metric 'foo'"),
-                          (["seed=-1"], "seed=-1")]:
-        result = run_cli(*args, "hydra.run.dir=/tmp/hnas-test-cli-mistakes")
+def test_cli_mistakes_fail_without_a_traceback(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    mistakes = [(["stage=training"], "Available options in 'stage':"),
+                (["metric=snipp"], "snipp"),
+                (["stage=precompute", 'stage.archs=["|bad~0|"]', "dataset=fake"], "malformed NB201"),
+                (["stage=precompute", "+stage.limt=3"], "unknown setting stage.limt"),
+                (["stage=precompute", "stage.archs=[]"], "leave stage.archs out"),
+                (["search.t_bounds=[1,0]"], "search.t_bounds"),
+                (["search.condnum=foo"], "unknown metric 'foo'"),
+                (["seed=-1"], "seed=-1")]
+    # Two at a time: each is mostly a process start.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(lambda m: run_cli(*m[0], f"hydra.run.dir={tmp_path / str(id(m))}"),
+                                mistakes))
+    for (args, message), result in zip(mistakes, results):
         assert result.returncode != 0 and message in result.stderr and "Traceback" not in result.stderr, args
+    listed = results[0].stderr.split("Available options in 'stage':")[1].split("Config search path")[0].split()
+    assert listed == yaml_options("stage")  # no schema entries offered as options
 
 
 def test_relative_input_paths_work_from_the_launch_folder(tmp_path):

@@ -20,8 +20,8 @@ from conftest import REPO, configure
 from hnas.errors import HnasError
 from hnas.spaces import create_space
 
-# What a CPU check can afford: a pool of 50, queries of 1 epoch on 200 images with C=4 networks.
-TINY = ["experiment=hnas_darts", "dataset=fake", "query=cifar10", "search.n_sample=50", "query.epochs=1",
+# What a CPU check can afford: a pool of 20, queries of 1 epoch on 200 images with C=4 networks.
+TINY = ["experiment=hnas_darts", "dataset=fake", "query=cifar10", "search.n_sample=20", "query.epochs=1",
         "query.subset=400", "query.init_channels=4", "query.batch_size=64", "query.workers=0",
         "space.init_channels=4", "device=cpu"]
 
@@ -51,9 +51,11 @@ def query_log(results):
 # ---- the search, killed and resumed -------------------------------------------------------------------------
 
 def test_a_search_killed_mid_query_resumes_to_the_same_choice_without_training_anything_twice(tmp_path):
-    whole = run_cli(tmp_path / "results-whole", tmp_path / "whole")
+    queries_n = 10  # of HNAS's 25: enough for a kill after 5 and a rerun that trains the rest
+    small = (f"search.queries={queries_n}",)
+    whole = run_cli(tmp_path / "results-whole", tmp_path / "whole", *small)
     killed_results = tmp_path / "results-killed"
-    proc = run_cli(killed_results, tmp_path / "killed")
+    proc = run_cli(killed_results, tmp_path / "killed", *small)
     runs = killed_results / "query-tables"
     deadline = time.time() + 600
     while True:  # kill once 5 queries are logged and a 6th is training (its run folder exists)
@@ -69,18 +71,18 @@ def test_a_search_killed_mid_query_resumes_to_the_same_choice_without_training_a
     proc.communicate()
     assert not (tmp_path / "killed" / "result.json").exists()
     before = len(query_log(killed_results))
-    assert 5 <= before < 25
+    assert 5 <= before < queries_n
 
-    finish(run_cli(killed_results, tmp_path / "killed"))
+    finish(run_cli(killed_results, tmp_path / "killed", *small))
     finish(whole)
     a, b = (json.loads((tmp_path / run / "result.json").read_text()) for run in ("whole", "killed"))
-    assert a["arch"] == b["arch"] and a["val_acc"] == b["val_acc"] and a["n_queries"] == b["n_queries"] == 25
-    assert b["query"]["trained_now"] == 25 - before  # the rerun trained only what the log lacked
+    assert a["arch"] == b["arch"] and a["val_acc"] == b["val_acc"] and a["n_queries"] == b["n_queries"] == queries_n
+    assert b["query"]["trained_now"] == queries_n - before  # the rerun trained only what the log lacked
     same = ("step", "arch", "t", "c", "score", "val_acc", "best_arch", "best_val_acc")
     assert [{k: r[k] for k in same} for r in queries(tmp_path / "whole")] == \
            [{k: r[k] for k in same} for r in queries(tmp_path / "killed")]
     trained = [r["arch"] for r in query_log(killed_results)]
-    assert len(trained) == len(set(trained)) == 25  # each queried architecture trained and logged once
+    assert len(trained) == len(set(trained)) == queries_n  # each queried architecture trained and logged once
     assert [r["arch"] for r in queries(tmp_path / "killed")] == trained  # in query order
     # The query's cost is its measured training time, recorded once and read back on the rerun.
     assert [float(r["cost_s"]) for r in queries(tmp_path / "killed")] == [r["cost_s"] for r in query_log(killed_results)]
@@ -103,8 +105,8 @@ def test_the_pool_is_the_reference_draw_order_and_its_metrics_go_to_a_metric_tab
     monkeypatch.setattr(MetricSource, "__call__", lambda self, archs: asked.append(list(archs)) or original(self, archs))
     result = stage.run(cfg, tmp_path / "run", tensorboard=False)
     space = create_space("darts", init_channels=4)
-    # One call, for the whole pool, before the first query: the first 50 distinct draws of seed 3.
-    assert asked == [space.sample_distinct(50, 3)]
+    # One call, for the whole pool, before the first query: the first 20 distinct draws of seed 3.
+    assert asked == [space.sample_distinct(20, 3)]
     [table] = (tmp_path / "results" / "metric-tables").glob("darts-*")
     rows = [json.loads(line) for line in (table / "rows.jsonl").read_text().splitlines()]
     assert [r["arch"] for r in rows] == asked[0] and all({"ntk_trace", "condnum"} <= r["metrics"].keys() for r in rows)
@@ -116,7 +118,7 @@ def test_precompute_fills_the_pool_a_search_with_the_same_seed_reads(tmp_path, m
 
     monkeypatch.setenv("HNAS_RESULTS_DIR", str(tmp_path))
     common = [*TINY, "seed=1"]
-    precompute.run(configure(*common, "stage=precompute", "stage.limit=50", "stage.metrics=[ntk_trace,condnum]"),
+    precompute.run(configure(*common, "stage=precompute", "stage.limit=20", "stage.metrics=[ntk_trace,condnum]"),
                    tmp_path / "pre")
     cfg = configure(*common, "search.queries=1")
     from hnas.metric_source import MetricSource
@@ -282,7 +284,7 @@ def test_the_baselines_run_on_the_same_oracle_and_share_its_trained_queries(tmp_
     monkeypatch.setenv("HNAS_RESULTS_DIR", str(tmp_path / "results"))
     tiny = [a for a in TINY if not a.startswith(("experiment=", "search.n_sample"))]
     results = {}
-    for preset, extra in (("random_darts", []), ("rea_darts", []), ("training_free_darts", ["search.candidates=50"])):
+    for preset, extra in (("random_darts", []), ("rea_darts", []), ("training_free_darts", ["search.candidates=20"])):
         cfg = configure(f"experiment={preset}", *tiny, "search.queries=3", *extra)
         results[preset] = stage.run(cfg, tmp_path / preset, tensorboard=False)
     assert all(r["n_queries"] == 3 and r["query"]["oracle"] == "train" for r in results.values())
@@ -291,5 +293,5 @@ def test_the_baselines_run_on_the_same_oracle_and_share_its_trained_queries(tmp_
     assert results["rea_darts"]["query"]["trained_now"] == 0
     trained = [r["arch"] for r in query_log(tmp_path / "results")]
     assert len(trained) == len(set(trained)) == 3 + results["training_free_darts"]["query"]["trained_now"]
-    pool = create_space("darts", init_channels=4).sample_distinct(50, 0)
+    pool = create_space("darts", init_channels=4).sample_distinct(20, 0)
     assert results["training_free_darts"]["arch"] in pool

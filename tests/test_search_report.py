@@ -306,6 +306,31 @@ def test_paper_table_and_figure_name_methods_as_a_paper_does(nb201_runs, tmp_pat
                                                                         "benchmark optimum"])
 
 
+def test_budget_figure_keeps_many_settings_apart_and_shows_their_final_errors(nb201_runs, tmp_path):
+    """A paper sweep has more settings than ten colours: no two lines look alike, and the y range holds every
+    setting's final error and the optimum (not the first queries' 90 %, which would squash them together)."""
+    root, table = nb201_runs
+    for job in list(root.iterdir()):  # the same runs again under 5 more settings: 14 in all
+        if job.name in "01234":
+            copy = tmp_path / f"copy-{job.name}"
+            shutil.copytree(job, copy)
+            result = json.loads((copy / "result.json").read_text())
+            result["overrides"] = [*result["overrides"], "search.scale=500"]
+            (copy / "result.json").write_text(json.dumps(result))
+    runs = load_results([root, tmp_path])
+    best = optimum(NB201TableOracle(table=table))
+    fig = draw_budget_figure(runs, best)
+    for ax, ds in zip(fig.axes, runs.test_columns):
+        lines = [line for line in ax.get_lines() if not line.get_label().startswith("_")]
+        assert len(lines) == 15
+        styles = {(line.get_color(), line.get_linestyle()) for line in lines}
+        assert len(styles) == len(lines)
+        low, high = ax.get_ylim()
+        finals = [line.get_ydata()[-1] for line in lines]
+        first_errors = max(np.nanmax(line.get_ydata()) for line in lines)
+        assert low < min(finals) and low < 100.0 - best[ds] and max(finals) < high < first_errors
+
+
 @pytest.mark.parametrize("budget_max", [1000.0, 18000.0, 20000.0, 200000.0])
 def test_budget_figure_tick_labels_stay_apart(nb201_runs, budget_max):
     root, table = nb201_runs

@@ -161,6 +161,9 @@ def _seconds_tick(x, _pos):
     return f"{x / 1000:g}k" if abs(x) >= 1000 else f"{x:g}"
 
 
+LINE_STYLES = ("-", "--", ":", "-.")
+
+
 def draw_budget_figure(runs, best=None, budget_max=18000.0, n_points=181):
     """The matplotlib Figure of budget_figure (not saved)."""
     from matplotlib.figure import Figure
@@ -169,13 +172,16 @@ def draw_budget_figure(runs, best=None, budget_max=18000.0, n_points=181):
     budgets, curves, costs = budget_curves(runs, budget_max, n_points)
     fig = Figure(figsize=(5 * len(runs.test_columns), 4), layout="constrained")
     axes = fig.subplots(1, len(runs.test_columns), squeeze=False)[0]
-    for ax, (ds, column) in zip(axes, runs.test_columns.items()):
+    for ax, ds in zip(axes, runs.test_columns):
+        finals = []
         for k, (label, per_ds) in enumerate(curves.items()):
             mean, sem, _ = per_ds[ds]
             error = 100.0 - mean
-            color = f"C{k % 10}"
+            finals.append(error[-1])
+            # Ten colours, then the next line style: a 14-setting sweep would otherwise reuse colours.
+            color, style = f"C{k % 10}", LINE_STYLES[k // 10 % len(LINE_STYLES)]
             # Best-so-far is a step function of the budget: draw it as steps, not slopes.
-            ax.plot(budgets, error, color=color, label=label, drawstyle="steps-post")
+            ax.plot(budgets, error, color=color, linestyle=style, label=label, drawstyle="steps-post")
             ax.fill_between(budgets, error - sem, error + sem, color=color, alpha=0.2, linewidth=0, step="post")
             end = costs[label]
             if 0 < end <= budget_max:
@@ -186,8 +192,15 @@ def draw_budget_figure(runs, best=None, budget_max=18000.0, n_points=181):
             title = f"{ds} (optimum: {100.0 - best[ds]:.2f} % error)"
         ax.set_title(title)
         ax.set_xlabel("search budget (s of query training)")
-        ax.set_ylabel(f"test error (%): 100 - {column}")
+        ax.set_ylabel("test error (%)")
         ax.set_xlim(0, budget_max)
+        # The first queries' errors (up to 90 %) would squash the final differences of a few tenths into one
+        # line: show from the optimum to the worst final error, the start cut off at the top.
+        high = np.nanmax(finals, initial=-np.inf)
+        low = np.nanmin([*finals, *([100.0 - best[ds]] if best is not None else [])], initial=np.inf)
+        if np.isfinite(high) and np.isfinite(low):
+            span = max(high - low, 1.0)
+            ax.set_ylim(low - 0.1 * span, high + 0.6 * span)
         # Matplotlib's default ticks at 18,000 s are 0, 2500, ..., 17500: eight five-digit labels that run
         # together in a 5-inch panel. At most six intervals, written in thousands, stay apart (tested from
         # 1,000 to 200,000 s).
