@@ -115,9 +115,9 @@ def test_other_settings_than_the_shipped_ones_say_what_is_shipped(tmp_path, monk
 @pytest.mark.parametrize("name", SHIPPED_TABLES)
 @pytest.mark.parametrize("n", [20, pytest.param(300, marks=pytest.mark.slow)])
 def test_shipped_rows_are_what_the_engine_computes(data_dir, name, n):
-    """A seeded sample of `n` shipped rows of each shipped table, and n/10 (at least 2) of the rows of each set of columns that
-    fewer rows hold, recomputed now on the probe images of the data folder (300: about 10 minutes on 2 cores,
-    `-m slow`)."""
+    """A seeded sample of `n` shipped rows of each shipped table, and n/10 (at least 2) of the rows of each set of
+    columns that fewer rows hold, recomputed now on the probe images of the data folder (300: about 10 minutes on
+    2 cores, `-m slow`)."""
     settings, table = shipped_table(name)
     batch = metric_source.probe_batch_for(settings)
     assert data.fingerprint(*batch) == table.probe["sha256"], "the probe images differ from the shipped table's"
