@@ -275,8 +275,8 @@ def test_cli_mistakes_fail_without_a_traceback(tmp_path):
                 (["seed=-1"], "seed=-1")]
     # Two at a time: each is mostly a process start.
     with ThreadPoolExecutor(max_workers=2) as pool:
-        results = list(pool.map(lambda m: run_cli(*m[0], f"hydra.run.dir={tmp_path / str(id(m))}"),
-                                mistakes))
+        results = list(pool.map(lambda i: run_cli(*mistakes[i][0], f"hydra.run.dir={tmp_path / str(i)}"),
+                                range(len(mistakes))))
     for (args, message), result in zip(mistakes, results):
         assert result.returncode != 0 and message in result.stderr and "Traceback" not in result.stderr, args
     listed = results[0].stderr.split("Available options in 'stage':")[1].split("Config search path")[0].split()
