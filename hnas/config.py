@@ -157,6 +157,7 @@ class ReportStage:
     name: str = "report"
     kind: ReportKind = ReportKind.correlation
     metrics: Optional[List[str]] = None  # correlation: the table's metric columns to report (None: all)
+    oracle: Optional[str] = None  # correlation: the oracle whose accuracies it ranks against (None: the space's)
     inputs: List[str] = field(default_factory=list)  # search: run or sweep folders to summarise
 
     def __post_init__(self):

@@ -24,12 +24,13 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
-from torchvision import datasets, transforms
 
 from hnas import paths
 from hnas.errors import HnasError
 
 log = logging.getLogger(__name__)
+# torchvision is imported in the functions that use it: its import takes seconds (it loads torch._dynamo), and
+# every run imports this module, searches and reports included, which never read an image.
 
 NAMES = ("cifar10", "cifar100", "imagenet16_120", "imagenet", "fake")
 SPLITS = ("train", "test")
@@ -185,6 +186,8 @@ def _find(name, split, root):
 
 
 def _transform(name):
+    from torchvision import transforms
+
     mean, std = NORMALISATION[name]
     # ImageNet images differ in size: DARTS's evaluation resize and crop makes them one size (probe batches)
     resize = [transforms.Resize(256), transforms.CenterCrop(224)] if name == "imagenet" else []
@@ -192,6 +195,8 @@ def _transform(name):
 
 
 def _image_folder(name, folder, transform=None):
+    from torchvision import datasets
+
     dataset = datasets.ImageFolder(str(folder), transform=transform or _transform(name))
     # ImageFolder numbers the class folders in sorted order; both CIFAR label orders are alphabetical, so the
     # labels are the standard ones exactly when the folders are the standard classes.
@@ -247,6 +252,8 @@ def _imagenet16(files, transform=None):
 
 
 def _fake(split, transform=None):
+    from torchvision import datasets
+
     return datasets.FakeData(
         size=FAKE_SIZE,
         image_size=(3, 32, 32),

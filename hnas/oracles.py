@@ -65,7 +65,8 @@ def create_oracle(name, **options):
 
 
 def oracles_for(space):
-    return [name for name in ORACLES.names() if _SPACE_OF[name] == space]
+    """The oracles of `space` in the order they were registered: the first is its default."""
+    return [name for name, of in _SPACE_OF.items() if of == space]
 
 
 def default_oracle(space):
@@ -252,6 +253,67 @@ class NB101TableOracle:
     def describe(self):
         return {"oracle": self.name, "dataset": self.dataset, "split": self.split, "epochs": self.epochs,
                 "repeat": self.repeat}
+
+
+@register_oracle("nb101-naslib-zc", space="nb101")
+class NASLibZeroCostOracle:
+    """The 108-epoch CIFAR-10 validation accuracies of NASLib's NB101 zero-cost JSON
+    (`<data folder>/naslib-zc-proxies/zc_nasbench101.json`, or `path`), for a correlation report over its cells
+    where the official table is absent: `stage=report stage.oracle=nb101-naslib-zc` (docs/nb101.md).
+
+    Its 500 keys are 292 cells (NASLib spells some cells several ways); a cell's accuracy, like each of NASLib's
+    scores, is the mean over its spellings. A cell the JSON lacks has no accuracy (NaN: the report counts it out
+    of n). The report ranks NASLib's own scores too (`reference_columns`: `naslib_<proxy>`), beside ours. The
+    JSON holds no training times, so no search can query it.
+    """
+
+    official_index = False
+    test_columns = {}
+    targets = (("cifar10", "valid", 108),)
+
+    def __init__(self, path=None):
+        from hnas import paths
+        from hnas.benchmarks.nb101 import read_zc_proxies
+        from hnas.spaces import create_space
+        from hnas.spaces.nb101.spec import arch_string, from_naslib
+
+        self.path = path or paths.data_dir() / "naslib-zc-proxies" / "zc_nasbench101.json"
+        space = create_space("nb101")
+        spellings = {}
+        for key, values in read_zc_proxies(self.path).items():
+            spellings.setdefault(space.validate(arch_string(*from_naslib(key))), []).append(values)
+        self.scores = {arch: {name: float(np.mean([v[name] for v in values])) for name in values[0]}
+                       for arch, values in spellings.items()}
+
+    @property
+    def archs(self):
+        return list(self.scores)
+
+    def index(self, arch):
+        return None
+
+    def accuracy(self, arch, dataset, split, epochs):
+        if (dataset, split, int(epochs)) not in self.targets:
+            raise HnasError(f"NASLib's zero-cost JSON holds the CIFAR-10 validation accuracy after 108 epochs "
+                            f"only, not {dataset} {split} after {epochs}")
+        return self.scores.get(arch, {}).get("val_accuracy", float("nan"))
+
+    def reference_columns(self, archs):
+        """{"naslib_<proxy>": values in the order of `archs`} for each of NASLib's scores (NaN where absent)."""
+        names = sorted({name for values in self.scores.values() for name in values} - {"val_accuracy"})
+        return {f"naslib_{name}": [self.scores.get(arch, {}).get(name, float("nan")) for arch in archs]
+                for name in names}
+
+    def query(self, arch):
+        raise HnasError(f"{self.name} has no training times, so a search cannot query it: it serves correlation "
+                        "reports (stage=report stage.oracle=nb101-naslib-zc). A search on NB101 queries "
+                        "nb101-table, the official benchmark converted by hnas-nb101-convert (docs/nb101.md)")
+
+    def test_accs(self, arch):
+        return {}
+
+    def describe(self):
+        return {"oracle": self.name, "dataset": "cifar10", "split": "valid", "epochs": 108}
 
 
 @register_oracle("train", space="darts")

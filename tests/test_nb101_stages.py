@@ -14,7 +14,7 @@ from hnas.errors import HnasError
 from hnas.oracles import NB101TableOracle, create_oracle, default_oracle
 from hnas.search import SEARCHES, Problem, Universe, run_search
 from hnas.spaces import create_space
-from hnas.spaces.nb101.spec import arch_string
+from hnas.spaces.nb101.spec import arch_string, canonical_cells, from_naslib
 
 PKL = DATA / "naslib-test-assets" / "nb101_dummy.pkl"
 SMALL = ["space=nb101", "space.stem_channels=16", "dataset=fake", "probe.batch_size=8", "device=cpu"]
@@ -152,3 +152,72 @@ def test_a_search_without_the_table_says_how_to_get_it(tmp_path, monkeypatch):
     # the probe and table settings of the zero-cost protocol come with the space
     assert configure("space=nb101").probe.batch_size == 256
     assert json.dumps(configure("space=nb101").space.__dict__) == '{"name": "nb101", "init": "port", "stem_channels": 128}'
+
+
+@needs_data
+def test_a_correlation_report_ranks_against_naslibs_zero_cost_json(tmp_path, monkeypatch):
+    """stage.oracle=nb101-naslib-zc: our metrics and NASLib's own scores against the JSON's validation accuracy,
+    each cell's values the mean over NASLib's spellings of it."""
+    from scipy import stats
+
+    from hnas.stages import precompute, report
+
+    monkeypatch.setenv("HNAS_DATA_DIR", str(DATA))
+    with open(DATA / "naslib-zc-proxies" / "zc_nasbench101.json") as f:
+        entries = json.load(f)["nasbench101"]["cifar10"]
+    space = create_space("nb101")
+    spellings = {}
+    for key, values in entries.items():
+        spellings.setdefault(space.validate(arch_string(*from_naslib(key))), []).append(values)
+    archs = sorted(spellings, key=lambda a: -len(spellings[a]))[:6]  # cells NASLib spells more than once first
+    assert len(spellings[archs[0]]) > 1
+    cfg = configure("stage=precompute", *SMALL, "stage.metrics=[synflow,params]", f"stage.archs=[{','.join(archs)}]")
+    summary = precompute.run(cfg, tmp_path / "pre")
+    assert summary["computed"] == 6
+
+    corr = report.run(configure("stage=report", "stage.kind=correlation", "stage.oracle=nb101-naslib-zc", *SMALL),
+                      tmp_path / "corr")
+    assert set(corr["target"]) == {"cifar10 valid 108ep"} and (tmp_path / "corr" / "scatter.png").exists()
+    corr = corr.set_index("metric")
+    assert {"synflow", "params", "naslib_synflow", "naslib_grasp", "naslib_jacov"} <= set(corr.index)
+    assert (corr["n"] == 6).all()
+    mean = {a: {k: np.mean([v[k] for v in spellings[a]]) for k in ("val_accuracy", "synflow")} for a in archs}
+    frame = pd.read_csv(summary["table"])
+    ours = dict(zip(frame["arch"], frame["synflow"]))
+    accs = [mean[a]["val_accuracy"] for a in archs]
+    assert corr.loc["naslib_synflow", "spearman"] == pytest.approx(
+        stats.spearmanr([mean[a]["synflow"] for a in archs], accs).statistic)
+    assert corr.loc["synflow", "spearman"] == pytest.approx(stats.spearmanr([ours[a] for a in archs], accs).statistic)
+
+
+@needs_data
+def test_the_naslib_json_answers_reports_only_and_is_not_the_default(monkeypatch):
+    from hnas.stages import report
+
+    monkeypatch.setenv("HNAS_DATA_DIR", str(DATA))
+    assert default_oracle("nb101") == "nb101-table"  # registered first, whatever the names' order
+    oracle = create_oracle("nb101-naslib-zc")
+    assert len(oracle.archs) == 292
+    with pytest.raises(HnasError, match="no training times"):
+        oracle.query(oracle.archs[0])
+    with pytest.raises(HnasError, match="108 epochs only"):
+        oracle.accuracy(oracle.archs[0], "cifar10", "test", 108)
+    absent = next(arch_string(*cell) for cell in canonical_cells(4) if arch_string(*cell) not in oracle.archs)
+    assert np.isnan(oracle.accuracy(absent, "cifar10", "valid", 108))  # counted out of the report's n
+    with pytest.raises(HnasError, match="does not answer for space 'nb101'.*nb101-table, nb101-naslib-zc"):
+        report.run(configure("stage=report", "stage.oracle=nb201-table", *SMALL), "unused")
+
+
+@needs_data
+def test_the_hnas_nb101_preset_searches_the_cells_of_its_metric_table(fixture_data, tmp_path):
+    from hnas.stages import precompute, search
+
+    archs = NB101TableOracle().archs[:12]
+    small = ["experiment=hnas_nb101", "metric=grad_norm", *SMALL]
+    precompute.run(configure(*small, "stage=precompute", "stage.metrics=[grad_norm,condnum]",
+                             f"stage.archs=[{','.join(archs)}]"), tmp_path / "pre")
+    payload = search.run(configure(*small, "search.queries=6"), tmp_path / "search", tensorboard=False)
+    assert payload["query"] == {"oracle": "nb101-table", "dataset": "cifar10", "split": "valid", "epochs": 108,
+                                "repeat": "mean"}
+    queried = pd.read_csv(tmp_path / "search" / "queries.csv")["arch"]
+    assert len(queried) == 6 and set(queried) <= set(archs) and payload["arch"] in set(queried)

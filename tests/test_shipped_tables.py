@@ -113,7 +113,7 @@ def test_other_settings_than_the_shipped_ones_say_what_is_shipped(tmp_path, monk
 
 @needs_data
 @pytest.mark.parametrize("name", SHIPPED_TABLES)
-@pytest.mark.parametrize(("n", "per_group"), [(20, 2), pytest.param(300, 75, marks=pytest.mark.slow)])
+@pytest.mark.parametrize(("n", "per_group"), [(8, 2), pytest.param(300, 75, marks=pytest.mark.slow)])
 def test_shipped_rows_are_what_the_engine_computes(data_dir, name, n, per_group):
     """A seeded sample of `n` shipped rows of each shipped table, and `per_group` of the rows of each set of columns
     that fewer rows hold, recomputed now on the probe images of the data folder (300: about 10 minutes on 2 cores,

@@ -1,7 +1,8 @@
 """How well each metric ranks architectures: Spearman and Kendall correlation with benchmark accuracies.
 
 The accuracies are the oracle's `targets` ((dataset, split, epochs), read with `oracle.accuracy`), so the
-report works for any space with an oracle; the scatter figure plots the test-split targets.
+report works for any space with an oracle; the scatter figure plots the test-split targets (all of them where
+none is one).
 """
 
 import math
@@ -19,8 +20,9 @@ def target_label(dataset, split, epochs):
 
 
 def plotted(oracle):
-    """The labels of the targets the scatter figure plots: the test-split ones."""
-    return [target_label(*t) for t in oracle.targets if t[1] == "test"]
+    """The labels of the targets the scatter figure plots: the test-split ones, or all where none is a test split."""
+    test = [t for t in oracle.targets if t[1] == "test"]
+    return [target_label(*t) for t in test or oracle.targets]
 
 
 def attach_accuracies(frame, oracle):

@@ -1,5 +1,6 @@
 """Report stage: `stage.kind=correlation` (metrics vs accuracies of the run's metric table, with the rank
-aggregate of `metric=agg` as one more column) or
+aggregate of `metric=agg` as one more column; the accuracies are the space's default oracle's, or
+`stage.oracle`'s) or
 `stage.kind=search stage.inputs=[folders]` (the paper-style table and figure of finished runs and sweeps)."""
 
 import logging
@@ -23,9 +24,10 @@ def run(cfg, out_dir):
 
 
 def correlation(cfg, out_dir):
-    from hnas.oracles import create_oracle, default_oracle
+    from hnas.oracles import create_oracle
     from hnas.reports.correlation import correlation_report
 
+    oracle_name = report_oracle(cfg.space.name, cfg.stage.oracle)  # a wrong name fails before any reading
     settings = TableSettings.from_config(cfg)
     table = MetricTable.existing(paths.results_dir(), settings)
     if table is None:
@@ -38,10 +40,26 @@ def correlation(cfg, out_dir):
     absent = [m for m in metrics if m not in frame.columns]
     if absent:
         raise HnasError(f"the table {table.folder} has no column(s) {absent}; it has: {list(frame.columns)}")
-    oracle = create_oracle(default_oracle(cfg.space.name))
+    oracle = create_oracle(oracle_name)
+    if hasattr(oracle, "reference_columns"):  # an oracle whose source also publishes scores ranks them beside ours
+        for column, values in oracle.reference_columns(list(frame["arch"])).items():
+            frame[column] = values
+            metrics.append(column)
     corr = correlation_report(frame, oracle, metrics, out_dir)
     log.info("correlation of %d metrics over %d architectures written to %s", len(metrics), len(frame), out_dir)
     return corr
+
+
+def report_oracle(space, name):
+    """The oracle a correlation report on `space` ranks against: `name` (stage.oracle), or the space's default."""
+    from hnas.oracles import default_oracle, oracles_for
+
+    if name is None:
+        return default_oracle(space)
+    if name not in oracles_for(space):
+        raise HnasError(f"stage.oracle={name} does not answer for space {space!r}; oracles for {space}: "
+                        f"{', '.join(oracles_for(space)) or 'none'}")
+    return name
 
 
 def with_combined(frame, name, components, combine):

@@ -9,7 +9,6 @@ is the parse of those weights. Column k is the weight of PRIMITIVES[k]; with 7 c
 """
 
 import numpy as np
-from scipy.special import softmax
 
 from hnas.spaces.darts.genotype import CELLS, NODES, PRIMITIVES, STANDARD_CONCAT, Genotype, genotype_string
 
@@ -44,6 +43,9 @@ def parse_weights(weights):
 
 def draw(rng, columns):
     """One candidate's genotype from numpy RandomState `rng`, consuming 28 x `columns` uniform numbers."""
+    # Imported here, not at the top: every run.py start imports this module, and scipy.special is slow to load.
+    from scipy.special import softmax
+
     weights = rng.random_sample((len(CELLS) * EDGES, columns)).reshape(len(CELLS), EDGES, columns)
     return parse_weights(softmax(weights, axis=-1))
 
