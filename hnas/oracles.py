@@ -282,7 +282,9 @@ class NASLibZeroCostOracle:
         spellings = {}
         for key, values in read_zc_proxies(self.path).items():
             spellings.setdefault(space.validate(arch_string(*from_naslib(key))), []).append(values)
-        self.scores = {arch: {name: float(np.mean([v[name] for v in values])) for name in values[0]}
+        # A score one spelling lacks is averaged over the spellings that have it.
+        self.scores = {arch: {name: float(np.mean([v[name] for v in values if name in v]))
+                              for name in set().union(*values)}
                        for arch, values in spellings.items()}
 
     @property
