@@ -63,3 +63,21 @@ def test_robot_settings_are_checked():
         search_config({"name": "robot", "queries": None, "budget_s": 100.0})
     with pytest.raises(HnasError, match="search.weight_bounds"):
         search_config({"name": "robot", "weight_bounds": [1, -1]})
+
+
+def test_evaluations_beyond_the_query_budget_are_free_and_never_exceed_it():
+    # On the one-metric problem BO can reach only architectures 0 and 255, so 30 evaluations still query at
+    # most those two: the extra evaluations repeat recorded answers at no cost, and exploitation gets the rest.
+    runs = {explore: run_search({"name": "robot", "metrics": ["snip"], "queries": 20, "explore": explore},
+                                two_metric_problem()[0]) for explore in (None, 30)}
+    assert [r["index"] for r in runs[30].records] == [r["index"] for r in runs[None].records]
+    assert runs[30].search_cost_s == runs[None].search_cost_s
+    # Architectures on a circle (snip = cos, synflow = sin): each weight direction picks another one, so 40
+    # evaluations would reach about 40; the exploration stops at the 20th distinct query.
+    problem, _ = constructed_problem(peak=0)
+    angle = 2 * np.pi * np.arange(len(problem.space.archs)) / len(problem.space.archs)
+    problem.metrics_of = MetricDict({a: {"snip": float(np.cos(t)), "synflow": float(np.sin(t))}
+                                     for a, t in zip(problem.space.archs, angle)})
+    result = run_search({"name": "robot", "metrics": ["snip", "synflow"], "queries": 20, "explore": 40}, problem)
+    queried = [r["arch"] for r in result.records]
+    assert len(queried) == len(set(queried)) == result.n_queries == 20
