@@ -12,7 +12,8 @@ from omegaconf import OmegaConf
 from hnas.callbacks import SweepSummary
 from hnas.oracles import NB201TableOracle
 from hnas.reports.results import load_results, summarize_sweep
-from hnas.reports.search_report import best_so_far_curve, budget_figure, draw_budget_figure, optimum, paper_table, run_report
+from hnas.reports.search_report import (best_so_far_curve, budget_figure, draw_budget_figure, optimum, paper_table,
+                                       published_rows, run_report)
 from hnas.search import run_search
 from hnas.search.testing import constructed_problem
 from hnas.stages.search import write_outputs
@@ -347,3 +348,22 @@ def test_budget_figure_tick_labels_stay_apart(nb201_runs, budget_max):
             text = label.get_text()
             assert float(text[:-1]) * 1000 == x if text.endswith("k") else float(text) == x
         assert "(s" in ax.get_xlabel() and "(%)" in ax.get_ylabel()
+
+
+def test_the_report_shows_the_published_rows_of_the_oracle_the_runs_queried(nb201_runs, tmp_path):
+    root, _ = nb201_runs
+    run_report([root], tmp_path / "report")
+    markdown = (tmp_path / "report" / "paper_table.md").read_text()
+    # RoBoT's Table 2 (10 runs, 3,051 s) and HNAS as it lists it, between the sweep's rows and the optimum.
+    assert "| RoBoT (published) | 94.36 ± 0.00 | 73.51 ± 0.00 | 46.34 ± 0.00 | 3051 | - | 10 |" in markdown
+    assert "| HNAS (published) | 94.04 ± 0.21 | 71.75 ± 1.04 | 45.91 ± 0.88 | 3010 | - | 10 |" in markdown
+    lines = markdown.splitlines()
+    assert lines.index(next(l for l in lines if l.startswith("| RoBoT (published)"))) < len(lines) - 1
+    assert lines[-1].startswith("| optimum (benchmark)")
+    frame = pd.read_csv(tmp_path / "report" / "paper_table.csv").set_index("method")
+    assert frame.loc["RoBoT (published)", "cifar100_test_acc_200ep_mean"] == 73.51
+    assert "ICLR 2024" in frame.loc["RoBoT (published)", "source"]
+    # Only methods published on every dataset the runs report, and only for the oracle they queried.
+    assert set(published_rows("nb201-table", ["cifar10", "cifar100"])) == {"HNAS", "RoBoT"}
+    assert published_rows("nb201-table", ["cifar10", "svhn"]) == {}
+    assert published_rows("some-other-oracle", ["cifar10"]) == {}

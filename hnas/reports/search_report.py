@@ -1,8 +1,10 @@
 """Reports of finished searches: the paper-style table and the test-error-vs-budget figure (and the sweep
 summary of hnas.reports.results), for runs of any space: the test accuracies shown, and the oracle whose
-optimum is marked, are those the runs' result.json files record.
+optimum is marked, are those the runs' result.json files record. The table also shows the published rows
+that `published.csv` (beside this file) holds for that oracle.
 """
 
+import importlib.resources
 import json
 import logging
 import warnings
@@ -80,10 +82,27 @@ def default_optimum(runs):
         return None
 
 
-def paper_table(runs, out_dir, best=None, stem="paper_table"):
+def published_rows(oracle, datasets):
+    """{method: {"acc": {dataset: (mean, std)}, "search_cost_s", "runs", "source"}}: the published results
+    in published.csv for searches that query `oracle`, for methods published on every one of `datasets`."""
+    if oracle is None:
+        return {}
+    with importlib.resources.files("hnas.reports").joinpath("published.csv").open() as f:
+        frame = pd.read_csv(f)
+    rows = {}
+    for method, group in frame[frame.oracle == oracle].groupby("method", sort=False):
+        acc = {r.dataset: (float(r.mean), float(r.std)) for r in group.itertuples()}
+        if all(ds in acc for ds in datasets):
+            first = group.iloc[0]
+            rows[method] = {"acc": acc, "search_cost_s": float(first.search_cost_s), "runs": int(first.runs),
+                            "source": first.source}
+    return rows
+
+
+def paper_table(runs, out_dir, best=None, published=None, stem="paper_table"):
     """Test accuracy (mean ± std over seeds) on each dataset the runs report and search cost per setting, as
-    in the paper, plus the benchmark's optimum `best` ({dataset: accuracy}) when given. Writes <stem>.csv
-    and .md; returns the CSV's frame."""
+    in the paper, then the `published` rows (published_rows) and the benchmark's optimum `best` ({dataset:
+    accuracy}) when given. Writes <stem>.csv and .md; returns the CSV's frame."""
     summary = summarize(runs)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -98,6 +117,14 @@ def paper_table(runs, out_dir, best=None, stem="paper_table"):
             csv_rows.append({"method": label, **{c: r[c] for c in setting},
                              **{k: r[k] for k in r.index if k.endswith(("_mean", "_std"))},
                              "n_seeds": r["n_seeds"]})
+    for method, row in (published or {}).items():
+        label = f"{method} (published)"
+        rows.append([label, *[pm(*row["acc"][ds]) for ds in runs.test_columns],
+                     f"{row['search_cost_s']:.0f}", "-", str(row["runs"])])
+        csv_rows.append({"method": label, **{f"{c}_mean": row["acc"][ds][0] for ds, c in runs.test_columns.items()},
+                         **{f"{c}_std": row["acc"][ds][1] for ds, c in runs.test_columns.items()},
+                         "search_cost_s_mean": row["search_cost_s"], "n_seeds": row["runs"],
+                         "source": row["source"]})
     if best is not None:
         rows.append(["optimum (benchmark)", *[f"{best[ds]:.2f}" for ds in runs.test_columns], "-", "-", "-"])
         csv_rows.append({"method": "optimum", **{f"{c}_mean": best[ds] for ds, c in runs.test_columns.items()}})
@@ -231,7 +258,7 @@ def budget_figure(runs, out_dir, best=None, budget_max=18000.0, n_points=181, na
 def run_report(inputs, out_dir, oracle=None, budget_max=18000.0):
     """The search report of run / sweep folders `inputs`: summary.csv/.md, paper_table.csv/.md and
     budget_figure.png in `out_dir`, with the optimum of `oracle` marked (by default of the oracle the runs
-    queried, where it can be built)."""
+    queried, where it can be built) and the table's published rows for the oracle the runs queried."""
     inputs = [Path(p) for p in inputs]
     missing = [str(p) for p in inputs if not p.exists()]
     if missing:
@@ -247,7 +274,7 @@ def run_report(inputs, out_dir, oracle=None, budget_max=18000.0):
                         folder)
     best = optimum(oracle) if oracle is not None else default_optimum(runs)
     summary_csv, summary_md = write_summary(runs, summarize(runs), out_dir)
-    paper_table(runs, out_dir, best)
+    paper_table(runs, out_dir, best, published_rows(runs.oracle, list(runs.test_columns)))
     figure = budget_figure(runs, out_dir, best, budget_max)
     log.info("search report of %d runs written to %s", len(runs), out_dir)
     return {"runs": len(runs), "summary": str(summary_csv), "summary_md": str(summary_md),
