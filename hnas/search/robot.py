@@ -8,7 +8,8 @@ Semantics, as the reference runs it on NAS-Bench-201:
   weights w in `weight_bounds` per metric. An evaluation scores the universe by sum_k w_k m_k, takes the
   highest score (the last in universe order on ties, as the reference's flipped argsort) and returns its
   validation accuracy: queried if it is new, else the recorded one, at no cost (the reference counts
-  distinct architectures only);
+  distinct architectures only). So `explore` may exceed `queries`; the exploration ends at the
+  `queries`-th distinct query in any case;
 - exploitation: with the weights of the best evaluation (the latest on ties), the universe in descending
   score order fills the queries up to `queries` distinct architectures;
 - the result is the queried architecture with the best validation accuracy.
