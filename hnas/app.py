@@ -23,8 +23,10 @@ def _export_paths(config):
 
 def execute(cfg):
     """Run the stage of a composed config: checked and turned into typed objects (hnas.config.validate)."""
+    from hnas.allocator import keep_freed_memory
     from hnas.config import validate
 
+    keep_freed_memory()
     try:
         config = validate(cfg)
         _export_paths(config)

@@ -17,6 +17,7 @@ from contextlib import closing
 import torch
 
 from hnas import data, paths
+from hnas.allocator import keep_freed_memory, release_freed_memory
 from hnas.errors import HnasError
 from hnas.metric_table import MetricTable
 from hnas.metrics import compute_metrics
@@ -57,7 +58,10 @@ def compute_arch(arch, settings, metrics, batch, device):
     values = compute_metrics(net, inputs, targets, list(metrics))
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return values, time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    del net
+    release_freed_memory()  # the memory kept for this architecture's passes (hnas.allocator)
+    return values, seconds
 
 
 # ---- workers -----------------------------------------------------------------------------------------------
@@ -67,6 +71,7 @@ _WORKER = {}
 def _init_worker(settings, batch, device, threads):
     # Ctrl-C goes to the whole process group: the parent alone handles it (it saves the table and stops).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    keep_freed_memory()  # a spawned worker starts with glibc's defaults
     torch.set_num_threads(threads)
     _WORKER.update(settings=settings, batch=batch, device=device)
 

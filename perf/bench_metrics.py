@@ -221,17 +221,22 @@ def main(argv=None):
     parser.add_argument("--each", action="store_true", help="also time each of the nine metrics alone")
     parser.add_argument("--newer", action="store_true", help="also time each of the newer proxies alone")
     parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--glibc-malloc", action="store_true",
+                        help="keep glibc's default malloc settings (run.py's processes keep freed memory: hnas/allocator.py)")
     args = parser.parse_args(argv)
 
     import torch
 
+    from hnas.allocator import keep_freed_memory
+
+    kept = False if args.glibc_malloc else keep_freed_memory()
     torch.set_num_threads(args.threads)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available")
     device = torch.device(args.device)
     print(f"torch {torch.__version__}, device {device}, threads {args.threads}, batch {args.batch}, "
           f"{args.archs} random {args.space} architectures ({SPACE_OPTIONS[args.space](args)}), fastest of "
-          f"{args.repeat}")
+          f"{args.repeat}; freed memory {'kept (hnas.allocator)' if kept else 'returned (glibc defaults)'}")
     ratios, seconds = speed(args, device)
     print()
     print(f"median forward+backward: {statistics.median(seconds['fb']) * 1e3:.1f} ms "

@@ -74,6 +74,12 @@ def _conv_bn_relu(c_in, c_out, kernel):
     )
 
 
+def _first_channels(x, channels):
+    """x cut to its first `channels` channels. Most vertices take all of them, and there the slice is left
+    out: its backward would fill a zero tensor of x's size on every backward pass, for nothing."""
+    return x if x.shape[1] == channels else x[:, :channels]
+
+
 def _vertex_op(op, channels):
     if op == "maxpool3x3":
         return nn.MaxPool2d(3, stride=1, padding=1)
@@ -99,7 +105,7 @@ class Cell(nn.Module):
         out = len(self.channels) - 1
         tensors = [x]
         for v in range(1, out):
-            fan_in = [tensors[u][:, :self.channels[v]] for u in self.sources[v]]
+            fan_in = [_first_channels(tensors[u], self.channels[v]) for u in self.sources[v]]
             if str(v) in self.projections:
                 fan_in.append(self.projections[str(v)](x))
             tensors.append(self.vertex_ops[v - 1](sum(fan_in)))
