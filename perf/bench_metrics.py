@@ -222,7 +222,7 @@ def main(argv=None):
     parser.add_argument("--newer", action="store_true", help="also time each of the newer proxies alone")
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--glibc-malloc", action="store_true",
-                        help="keep glibc's default malloc settings (run.py's processes keep freed memory: hnas/allocator.py)")
+                        help="glibc's default malloc settings (run.py keeps freed memory: hnas/allocator.py)")
     args = parser.parse_args(argv)
 
     import torch
