@@ -15,6 +15,7 @@ largest cells), so `release_freed_memory` gives the free memory back between arc
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import platform
 
@@ -24,6 +25,7 @@ KEEP_BYTES = 2**31  # free memory kept between architectures (release_freed_memo
 USER_SETTINGS = ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_")
 
 
+@functools.cache  # find_library runs ldconfig: once per process, not once per architecture
 def _libc():
     """The C library where it is glibc, else None."""
     if platform.libc_ver()[0] != "glibc":
