@@ -53,6 +53,16 @@ def append_line(handle, text):
     os.fsync(handle.fileno())
 
 
+def try_lock(handle):
+    """An exclusive lock on an open file, taken without waiting: False when another open file holds it. The
+    lock ends with the file, however its process ends, so a killed run never leaves a stale one."""
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
 @contextmanager
 def locked(path):
     """An exclusive lock on `path` (created if absent) for the block: one process at a time."""

@@ -132,22 +132,23 @@ class MetricSource:
             self._batch = None if self.settings.per_arch else batch
             self._writable = True
 
-    def compute(self, todo, shard=0, num_shards=1):
+    def compute(self, todo, shard=0, num_shards=1, exclusive=False):
         """Compute every (arch, metrics) of `todo`, writing each row as it comes; yield (arch, values,
         seconds, error) per architecture (error: a message, values None). table.csv is rewritten at the end,
-        also when the consumer stops early or Ctrl-C interrupts."""
+        also when the consumer stops early or Ctrl-C interrupts. `exclusive`: hold the log's lock
+        (hnas.metric_table.RowWriter), failing at once where another precompute holds it."""
         self._open_for_writing()
         index_of = official_indexer(self.settings.space)  # one oracle for the whole run, not one per row
-        try:
-            with self.table.writer(shard, num_shards) as writer:
+        with self.table.writer(shard, num_shards, exclusive) as writer:
+            try:
                 for arch, values, seconds, error in _results(todo, self.settings, self._batch, self.device,
                                                              self.workers):
                     if error is None:
                         writer.write(arch, index_of(arch), values, seconds, self.device)
                         self.computed += 1
                     yield arch, values, seconds, error
-        finally:
-            self.table.export_csv()
+            finally:
+                self.table.export_csv()
 
     def __call__(self, archs):
         todo = self.todo(dict.fromkeys(archs), self.names)

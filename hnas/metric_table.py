@@ -26,7 +26,7 @@ import pandas as pd
 
 from hnas import data, paths
 from hnas.errors import HnasError
-from hnas.io import append_line, atomic_write_text, complete_lines, drop_partial_last_line, locked
+from hnas.io import append_line, atomic_write_text, complete_lines, drop_partial_last_line, locked, try_lock
 from hnas.oracles import official_indexer
 from hnas.spaces.registry import space_options
 
@@ -234,10 +234,10 @@ class MetricTable:
         have = self.rows.get(arch, {}).get("metrics", {})
         return [m for m in metrics if m not in have]
 
-    def writer(self, shard=0, num_shards=1):
+    def writer(self, shard=0, num_shards=1, exclusive=False):
         name = "rows.jsonl" if num_shards == 1 else f"rows-shard{shard}of{num_shards}.jsonl"
         try:
-            return RowWriter(self.folder / name, self)
+            return RowWriter(self.folder / name, self, exclusive)
         except OSError as error:
             raise _unwritable(self.folder, error) from None
 
@@ -333,12 +333,23 @@ def ship(folder, shipped_root=None):
 
 
 class RowWriter:
-    """Appends rows to one log file; each row is one fsynced line."""
+    """Appends rows to one log file; each row is one fsynced line. An `exclusive` writer (the precompute
+    stage's) holds the log's lock while it is open: a second precompute of the same table and shard would
+    compute every row the first has not yet written, so it stops at once instead. A search computing a few
+    missing rows does not take the lock; the jobs of a sweep may add rows side by side."""
 
-    def __init__(self, path, table):
+    def __init__(self, path, table, exclusive=False):
         self.path, self.table = Path(path), table
-        drop_partial_last_line(self.path)
         self._file = open(self.path, "a", encoding="utf-8")
+        if exclusive and not try_lock(self._file):
+            self._file.close()
+            raise HnasError(
+                f"another precompute is writing {self.path} (the same metric table and shard); a second one "
+                "would compute the same architectures again.\nWait for it to end (a rerun then skips its rows), "
+                "or split the work between runs with stage.shard=<i> stage.num_shards=<n>, or between "
+                "processes of one run with stage.workers=<n>."
+            )
+        drop_partial_last_line(self.path)  # after the lock: only the log's own writer may cut its last line
 
     def write(self, arch, index, metrics, seconds, device):
         row = {"arch": arch, "index": index, "metrics": metrics, "seconds": seconds, "device": str(device)}

@@ -199,6 +199,23 @@ def test_metric_lookup_reads_the_table_and_computes_missing(tmp_path, results_di
     assert lookup.metric_seconds == pytest.approx(table_of(cfg, results_dir)["seconds"].sum())
 
 
+def test_a_second_precompute_of_the_same_log_stops_at_once(tmp_path, results_dir):
+    cfg = run_stage(tmp_path, "stage.limit=2")
+    settings = TableSettings.from_config(cfg)
+    log = next((results_dir / "metric-tables").glob("*/rows.jsonl"))
+    with MetricTable.existing(results_dir, settings).writer(exclusive=True):  # what a running precompute holds
+        with pytest.raises(HnasError, match=r"(?s)another precompute is writing .*rows\.jsonl.*stage\.shard"):
+            run_stage(tmp_path, "stage.limit=4")
+        assert len(log.read_text().splitlines()) == 2  # the refused run computed nothing
+        # Another shard's log is free, and a search adds its few missing rows beside the precompute.
+        run_stage(tmp_path, "stage.limit=3", "stage.shard=0", "stage.num_shards=2")
+        fresh = create_space("nb201").sample_distinct(3, seed=99)[0]
+        metric_source.MetricSource(settings, torch.device("cpu"), ["snip"])([fresh])
+        assert len(log.read_text().splitlines()) == 3
+    run_stage(tmp_path, "stage.limit=4")  # the lock ends with its writer
+    assert len(table_of(cfg, results_dir)) == 5
+
+
 def test_correlation_report_on_a_small_table(tmp_path):
     from hnas.oracles import create_oracle
     from hnas.reports.correlation import correlation_report

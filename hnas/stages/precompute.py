@@ -79,7 +79,7 @@ def _compute(source, todo, stage, out_dir):
     bar = tqdm(total=len(todo), unit="arch", desc="precompute", dynamic_ncols=True, mininterval=1.0)
     try:
         with SummaryWriter(log_dir=str(out_dir / "tb")) as events, bar, \
-                closing(source.compute(todo, stage.shard, stage.num_shards)) as results:
+                closing(source.compute(todo, stage.shard, stage.num_shards, exclusive=True)) as results:
             for arch, _, seconds, error in results:
                 bar.update()
                 if error:
