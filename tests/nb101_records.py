@@ -2,7 +2,8 @@
 
 Independent of the code under test: its own bit-by-bit CRC32C, its own protobuf encoder, its own framing, so
 that a reader bug is not mirrored by the writer. The records come from NASLib's 30-cell pickle; the "full"
-variant adds 4/12/36-epoch runs with made-up values and shuffles all records.
+variant adds 4/12/36-epoch runs with made-up values and shuffles all records. `synthetic_arrays` makes the
+arrays of a converted table of any size (perf/bench_nb101_table.py times loading a full-size one).
 """
 
 import base64
@@ -10,6 +11,8 @@ import json
 import pickle
 import random
 import struct
+
+import numpy as np
 
 BUDGETS = (4, 12, 36, 108)
 VALUES = ("training_time", "train_accuracy", "validation_accuracy", "test_accuracy")
@@ -148,3 +151,18 @@ def records(cells, full=False, seed=0):
         out.append((module_hash, epochs, repeat,
                     payload(module_hash, epochs, fixed["module_adjacency"], fixed["module_operations"], metrics)))
     return out
+
+
+def synthetic_arrays(n, epochs=(108,), seed=0):
+    """A valid table of n made-up cells (7 vertices each), values like the real ones (float32 widened)."""
+    rng = np.random.default_rng(seed)
+    adjacency = np.zeros((n, 7, 7), dtype=np.uint8)
+    adjacency[:, 0, 1:6] = 1
+    adjacency[:, 1:6, 6] = 1
+    ops = rng.integers(1, 4, size=(n, 7)).astype(np.int8)
+    ops[:, 0], ops[:, 6] = 0, 4
+    runs = (rng.integers(5000, 9984, size=(n, len(epochs), 3, 8)) / 9984).astype(np.float32).astype(np.float64)
+    runs[..., [0, 4]] *= 3000.0
+    return {"hashes": np.array([f"{i:032x}" for i in range(n)], dtype="S32"), "num_vertices": np.full(n, 7, np.int8),
+            "adjacency": adjacency, "ops": ops, "params": rng.integers(200_000, 50_000_000, size=n),
+            "epochs": np.array(epochs, dtype=np.int64), "runs": runs}

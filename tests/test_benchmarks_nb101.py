@@ -9,7 +9,6 @@ import hashlib
 import json
 import pickle
 import struct
-import time
 import tomllib
 from collections import defaultdict
 
@@ -19,7 +18,7 @@ import pytest
 import nb101_records as writer
 from conftest import DATA, REPO
 from hnas.benchmarks import nb101
-from hnas.benchmarks.nb101 import checksum, convert, table_file
+from hnas.benchmarks.nb101 import checksum, convert
 from hnas.benchmarks.nb101.model_metrics import decode_model_metrics
 from hnas.benchmarks.nb101.tfrecord import iter_payloads, parse_payload, read_records
 from hnas.errors import HnasError
@@ -509,23 +508,8 @@ def test_full_table_queries_every_budget(cells, full):
 # The table file
 
 
-def synthetic_arrays(n, epochs=(108,), seed=0):
-    """A valid table of n made-up cells (7 vertices each), values like the real ones (float32 widened)."""
-    rng = np.random.default_rng(seed)
-    adjacency = np.zeros((n, 7, 7), dtype=np.uint8)
-    adjacency[:, 0, 1:6] = 1
-    adjacency[:, 1:6, 6] = 1
-    ops = rng.integers(1, 4, size=(n, 7)).astype(np.int8)
-    ops[:, 0], ops[:, 6] = 0, 4
-    runs = (rng.integers(5000, 9984, size=(n, len(epochs), 3, 8)) / 9984).astype(np.float32).astype(np.float64)
-    runs[..., [0, 4]] *= 3000.0
-    return {"hashes": np.array([f"{i:032x}" for i in range(n)], dtype="S32"), "num_vertices": np.full(n, 7, np.int8),
-            "adjacency": adjacency, "ops": ops, "params": rng.integers(200_000, 50_000_000, size=n),
-            "epochs": np.array(epochs, dtype=np.int64), "runs": runs}
-
-
 def test_table_file_round_trip_and_cache(tmp_path):
-    built = nb101.NB101Table(synthetic_arrays(50, epochs=(4, 12, 36, 108)))
+    built = nb101.NB101Table(writer.synthetic_arrays(50, epochs=(4, 12, 36, 108)))
     path = nb101.save_table(built, tmp_path / "t.npz")
     loaded = nb101.load_table(path)
     assert loaded.path == path.resolve() and loaded.epochs == (4, 12, 36, 108) and len(loaded) == 50
@@ -533,7 +517,7 @@ def test_table_file_round_trip_and_cache(tmp_path):
         np.testing.assert_array_equal(loaded.arrays()[name], array, err_msg=name)
     assert loaded.runs(7, 36) == built.runs(7, 36)
     assert nb101.load_table(path) is loaded
-    nb101.save_table(nb101.NB101Table(synthetic_arrays(20)), path)
+    nb101.save_table(nb101.NB101Table(writer.synthetic_arrays(20)), path)
     assert len(nb101.load_table(path)) == 20  # a rewritten file is read again
     assert not list(tmp_path.glob("*.part"))
 
@@ -552,7 +536,7 @@ def _npz(path, **arrays):
 
 def _mutated(**changes):
     arrays = {"format": np.array("hnas-nb101-table"), "version": np.array(1), "run_fields": np.array(nb101.RUN_FIELDS),
-              **synthetic_arrays(10)}
+              **writer.synthetic_arrays(10)}
     for name, change in changes.items():
         if change is None:
             del arrays[name]
@@ -598,20 +582,11 @@ def test_a_damaged_or_foreign_table_file_is_named(tmp_path, name):
     assert f"{path} is not a usable NAS-Bench-101 table" in str(err.value) and expected in str(err.value)
 
 
-@needs_pkl
-def test_the_fixture_table_loads_fast(table, tmp_path):
-    path = nb101.save_table(table, tmp_path / "fixture.npz")
-    start = time.perf_counter()
-    table_file._read_arrays(path)
-    assert time.perf_counter() - start < 0.5
-
-
 @pytest.mark.slow
-def test_a_full_size_table_loads_in_seconds(tmp_path):
-    path = nb101.save_table(nb101.NB101Table(synthetic_arrays(nb101.NUM_CELLS)), tmp_path / "full.npz")
-    start = time.perf_counter()
+def test_a_full_size_table_round_trips(tmp_path):
+    """Its load time is a figure of perf/bench_nb101_table.py, not an assertion here."""
+    path = nb101.save_table(nb101.NB101Table(writer.synthetic_arrays(nb101.NUM_CELLS)), tmp_path / "full.npz")
     loaded = nb101.load_table(path)
-    assert time.perf_counter() - start < 10
     assert len(loaded) == nb101.NUM_CELLS and not loaded.partial
     assert loaded.row(f"{nb101.NUM_CELLS - 1:032x}") == nb101.NUM_CELLS - 1
 
