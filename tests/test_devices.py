@@ -15,19 +15,41 @@ GPUS = ["GPU-aaaa", "GPU-bbbb", "GPU-cccc", "GPU-dddd"]
 FORK = multiprocessing.get_context("fork")  # cheap children that already imported torch
 
 
-def _job(folder, jobs_per_gpu, hold_s, out):
+def _job(folder, jobs_per_gpu, hold_s, out, claimed, together):
+    """Claim a slot, then hold it for `hold_s` once `together` jobs have claimed theirs: the jobs that are
+    meant to hold slots at the same time do so however slowly a loaded machine starts them."""
     gpu = devices.claim_gpu_slot(GPUS, jobs_per_gpu, folder, poll_s=0.01)
+    with claimed.get_lock():
+        claimed.value += 1
+    deadline = time.monotonic() + 120
+    while claimed.value < together and time.monotonic() < deadline:
+        time.sleep(0.005)
     start = time.monotonic()
     time.sleep(hold_s)
     out.put((gpu, start, time.monotonic()))
 
 
+def _start_holder(folder, hold_s):
+    """A process that holds slot 0 of GPU 0 for `hold_s`, returned once it holds it."""
+    claimed = FORK.Value("i", 0)
+    holder = FORK.Process(target=_job, args=(folder, 1, hold_s, FORK.Queue(), claimed, 1))
+    holder.start()
+    deadline = time.monotonic() + 120
+    while claimed.value < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert claimed.value == 1, "the holder process did not claim a slot within 120 s"
+    return holder
+
+
 def _run_jobs(folder, n_jobs, jobs_per_gpu, hold_s=0.3):
-    out = FORK.Queue()
-    procs = [FORK.Process(target=_job, args=(folder, jobs_per_gpu, hold_s, out)) for _ in range(n_jobs)]
+    """(gpu, start, end) of each of `n_jobs` jobs; the first len(GPUS) * jobs_per_gpu hold their slots together."""
+    out, claimed = FORK.Queue(), FORK.Value("i", 0)
+    together = min(n_jobs, len(GPUS) * jobs_per_gpu)
+    procs = [FORK.Process(target=_job, args=(folder, jobs_per_gpu, hold_s, out, claimed, together))
+             for _ in range(n_jobs)]
     for p in procs:
         p.start()
-    spans = [out.get(timeout=120) for _ in procs]
+    spans = [out.get(timeout=240) for _ in procs]
     for p in procs:
         p.join(timeout=60)
         assert p.exitcode == 0
@@ -47,12 +69,12 @@ def _most_at_once(spans, gpu):
 
 def test_eight_jobs_over_four_gpus_never_share_one(tmp_path):
     spans = _run_jobs(tmp_path, n_jobs=8, jobs_per_gpu=1)
-    assert sorted(g for g, _, _ in spans) == [0, 0, 1, 1, 2, 2, 3, 3]  # each GPU used, by two jobs in turn
+    assert len(spans) == 8 and {g for g, _, _ in spans} == {0, 1, 2, 3}  # the first four spread over all GPUs
     assert all(_most_at_once(spans, gpu) == 1 for gpu in range(len(GPUS)))
 
 
 def test_jobs_per_gpu_lets_that_many_share_a_gpu(tmp_path):
-    spans = _run_jobs(tmp_path, n_jobs=8, jobs_per_gpu=2, hold_s=1.0)
+    spans = _run_jobs(tmp_path, n_jobs=8, jobs_per_gpu=2)
     assert all(_most_at_once(spans, gpu) == 2 for gpu in range(len(GPUS)))
 
 
@@ -71,12 +93,7 @@ def test_a_reused_worker_keeps_its_slot(tmp_path):
 
 
 def test_a_killed_job_frees_its_slot(tmp_path):
-    holder = FORK.Process(target=_job, args=(tmp_path, 1, 600, FORK.Queue()))
-    holder.start()
-    deadline = time.monotonic() + 60
-    while not list(tmp_path.glob("*.lock")) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.5)  # the holder has its lock once its file exists and it goes to sleep
+    holder = _start_holder(tmp_path, hold_s=600)
     os.kill(holder.pid, signal.SIGKILL)
     holder.join(timeout=60)
     [(gpu, _, _)] = _run_jobs(tmp_path, n_jobs=1, jobs_per_gpu=1, hold_s=0)
@@ -97,13 +114,8 @@ def test_cuda_takes_the_slot_of_its_gpu(monkeypatch, tmp_path):
     monkeypatch.setenv(devices.LOCK_DIR_ENV, str(tmp_path))
     monkeypatch.delenv("LOCAL_RANK", raising=False)
     monkeypatch.setattr(devices, "_held", {})
-    blocker = FORK.Process(target=_job, args=(tmp_path, 1, 30, FORK.Queue()))  # holds GPU 0
-    blocker.start()
+    blocker = _start_holder(tmp_path, hold_s=30)  # holds GPU 0
     try:
-        deadline = time.monotonic() + 60
-        while not list(tmp_path.glob("*.lock")) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.5)
         assert devices.resolve_device("cuda") == torch.device("cuda", 1)
     finally:
         blocker.kill()
