@@ -72,3 +72,47 @@ def test_scatter_panels_show_the_correlations_of_the_report(tmp_path):
                 assert tau == pytest.approx(stats.kendalltau(x, y).statistic, abs=5e-4)
     # Real metrics rank differently: the panels do not all show one number.
     assert len({axes[r][0].get_title() for r in range(3)}) == 3
+
+
+def test_every_published_correlation_names_a_metric_and_a_target_of_its_oracle():
+    """A typo in published_correlations.csv would silently drop its row from every report."""
+    from hnas.metrics import list_metrics
+    from hnas.metrics.aggregate import COMBINED
+    from hnas.oracles import ORACLES
+    from hnas.reports.correlation import published_correlations, target_label
+
+    for oracle_name in ORACLES.names():
+        published = published_correlations(oracle_name)
+        if published.empty:
+            continue
+        targets = {target_label(*t) for t in create_oracle(oracle_name).targets}
+        assert set(published["target"]) <= targets
+        for name in published["metric"]:
+            combined, _, components = name.partition("(")
+            if components:
+                assert combined in COMBINED.names() and set(components.rstrip(")").split(",")) <= set(list_metrics())
+            else:
+                assert name in list_metrics()
+        assert published["spearman"].between(-1, 1).all() and published["source"].str.len().gt(0).all()
+
+
+def test_the_report_sets_published_values_beside_ours_a_combined_metric_by_its_components(tmp_path):
+    """On the shipped compact-layout table: AZ-NAS's aggregate is published under its components, zen alone;
+    params has no published value."""
+    from hnas.reports.correlation import published_correlations
+    from hnas.stages import report
+
+    az = ["az_expressivity", "az_progressivity", "az_trainability", "flops"]
+    cfg = configure("experiment=hnas_nb201", "space.layout=compact", "stage=report", "stage.kind=correlation",
+                    "metric=agg", f"metric.of=[{','.join(az)}]", "stage.metrics=[agg,zen,params]")
+    corr = report.run(cfg, tmp_path).set_index(["metric", "target"])
+    published = published_correlations("nb201-table").set_index(["metric", "target"])
+    for label in plotted(create_oracle("nb201-table")):
+        assert corr.loc[("agg", label), "published_spearman"] == published.loc[(f"agg({','.join(az)})", label),
+                                                                               "spearman"]
+        assert corr.loc[("zen", label), "published_spearman"] == published.loc[("zen", label), "spearman"]
+        assert np.isnan(corr.loc[("params", label), "published_spearman"])
+    text = (tmp_path / "correlation.md").read_text()
+    ours, theirs = corr.loc[("agg", "cifar10 test 200ep"), ["spearman", "published_spearman"]]
+    assert f"| agg | cifar10 test 200ep | 15625 | {ours:.3f} | {theirs:.3f} | {ours - theirs:+.3f} |" in text
+    assert "| params | cifar10" not in text.split("## Spearman beside published values")[1]

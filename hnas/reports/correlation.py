@@ -2,9 +2,11 @@
 
 The accuracies are the oracle's `targets` ((dataset, split, epochs), read with `oracle.accuracy`), so the
 report works for any space with an oracle; the scatter figure plots the test-split targets (all of them where
-none is one).
+none is one). Where a paper published a metric's correlation with one of the oracle's targets
+(`published_correlations.csv` beside this file), the report sets it beside ours.
 """
 
+import importlib.resources
 import math
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import pandas as pd
 from scipy import stats
 
 from hnas.io import atomic_write_text
+
 
 def target_label(dataset, split, epochs):
     """A target as a column and a panel name it: 'cifar10 test 200ep'."""
@@ -49,6 +52,38 @@ def correlations(frame, metrics, targets):
                 "kendall": stats.kendalltau(pair[metric], pair[label]).statistic if defined else math.nan,
             })
     return pd.DataFrame(rows)
+
+
+def published_correlations(oracle_name):
+    """The published Spearman (and Kendall, where given) of metrics on `oracle_name`'s targets, with sources;
+    a combined metric is named with its components, as `agg(a,b,c)`."""
+    with importlib.resources.files("hnas.reports").joinpath("published_correlations.csv").open() as f:
+        published = pd.read_csv(f)
+    return published[published["oracle"] == oracle_name].drop(columns="oracle")
+
+
+def beside_published(corr, published, names=None):
+    """`corr` with the published values of its (metric, target) pairs: columns published_spearman,
+    published_kendall and published_source, NaN where nothing is published. `names` maps a metric column to
+    the name it is published under (a combined metric's `agg(a,b,c)`); other metrics keep theirs."""
+    names = names or {}
+    keyed = corr.assign(published_as=[names.get(m, m) for m in corr["metric"]])
+    found = published.rename(columns={"metric": "published_as", "spearman": "published_spearman",
+                                      "kendall": "published_kendall", "source": "published_source"})
+    return keyed.merge(found, on=["published_as", "target"], how="left").drop(columns="published_as")
+
+
+def published_markdown(corr):
+    """Our Spearman beside the published one, for the pairs that have one ('' where none has)."""
+    pairs = corr.dropna(subset=["published_spearman"])
+    if pairs.empty:
+        return ""
+    lines = ["| metric | target | n | ours | published | ours - published | source |", "|---|---|---|---|---|---|---|"]
+    for row in pairs.itertuples():
+        lines.append(f"| {row.metric} | {row.target} | {row.n} | {row.spearman:.3f} | {row.published_spearman:.3f} "
+                     f"| {row.spearman - row.published_spearman:+.3f} | {row.published_source} |")
+    return ("## Spearman beside published values\n\nA correlation depends on the population: a published value "
+            "over the whole space compares with ours only where n covers it too.\n\n" + "\n".join(lines) + "\n")
 
 
 def markdown_table(corr, statistic):
@@ -96,16 +131,21 @@ def scatter_figure(frame, corr, metrics, targets):
     return fig
 
 
-def correlation_report(frame, oracle, metrics, out_dir):
-    """Write correlation.csv, correlation.md and scatter.png into out_dir; return the correlation frame."""
+def correlation_report(frame, oracle, metrics, out_dir, published_names=None):
+    """Write correlation.csv, correlation.md and scatter.png into out_dir; return the correlation frame, with
+    the published values beside ours (beside_published; `published_names` as its `names`)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     frame = attach_accuracies(frame, oracle)
     corr = correlations(frame, metrics, [target_label(*t) for t in oracle.targets])
+    corr = beside_published(corr, published_correlations(oracle.name), published_names)
     atomic_write_text(out_dir / "correlation.csv", corr.to_csv(index=False))
     text = (f"# Rank correlation of metrics with {oracle.name} accuracies\n\n"
             f"The table has {len(frame)} architectures; n is how many of them hold the metric's value.\n\n"
             + markdown_table(corr, "spearman") + "\n\n" + markdown_table(corr, "kendall") + "\n")
+    published = published_markdown(corr)
+    if published:
+        text += "\n" + published
     atomic_write_text(out_dir / "correlation.md", text)
     tmp = out_dir / ".scatter.tmp.png"
     scatter_figure(frame, corr, metrics, plotted(oracle)).savefig(tmp, dpi=80)

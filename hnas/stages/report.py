@@ -33,8 +33,10 @@ def correlation(cfg, out_dir):
     if table is None:
         raise MetricTable.not_found(paths.results_dir(), settings)
     frame = table.frame()
+    published_names = {}
     if cfg.metric.combined:
         frame = with_combined(frame, cfg.metric.name, list(cfg.metric.of), cfg.metric.combine)
+        published_names[cfg.metric.name] = f"{cfg.metric.name}({','.join(cfg.metric.of)})"
     metrics = list(cfg.stage.metrics) if cfg.stage.metrics else [
         c for c in frame.columns if c not in ("index", "arch", "seconds")]
     absent = [m for m in metrics if m not in frame.columns]
@@ -45,7 +47,7 @@ def correlation(cfg, out_dir):
         for column, values in oracle.reference_columns(list(frame["arch"])).items():
             frame[column] = values
             metrics.append(column)
-    corr = correlation_report(frame, oracle, metrics, out_dir)
+    corr = correlation_report(frame, oracle, metrics, out_dir, published_names)
     log.info("correlation of %d metrics over %d architectures written to %s", len(metrics), len(frame), out_dir)
     return corr
 
