@@ -21,12 +21,18 @@ def _job(folder, jobs_per_gpu, hold_s, out, claimed, together):
     gpu = devices.claim_gpu_slot(GPUS, jobs_per_gpu, folder, poll_s=0.01)
     with claimed.get_lock():
         claimed.value += 1
-    deadline = time.monotonic() + 120
-    while claimed.value < together and time.monotonic() < deadline:
-        time.sleep(0.005)
+    _wait_for_claims(claimed, together)
     start = time.monotonic()
     time.sleep(hold_s)
     out.put((gpu, start, time.monotonic()))
+
+
+def _wait_for_claims(claimed, n):
+    """Wait (at most 120 s) until `n` jobs have claimed a slot; True when they have."""
+    deadline = time.monotonic() + 120
+    while claimed.value < n and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return claimed.value >= n
 
 
 def _start_holder(folder, hold_s):
@@ -34,10 +40,7 @@ def _start_holder(folder, hold_s):
     claimed = FORK.Value("i", 0)
     holder = FORK.Process(target=_job, args=(folder, 1, hold_s, FORK.Queue(), claimed, 1))
     holder.start()
-    deadline = time.monotonic() + 120
-    while claimed.value < 1 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert claimed.value == 1, "the holder process did not claim a slot within 120 s"
+    assert _wait_for_claims(claimed, 1), "the holder process did not claim a slot within 120 s"
     return holder
 
 
