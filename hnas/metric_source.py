@@ -104,8 +104,9 @@ class MetricSource:
     `todo(archs, names)` says what is missing; `compute(todo)` computes it (in `workers` processes, each
     with cores // workers torch threads) and yields each (arch, values, seconds, error) after its row is
     written; `__call__(archs)` returns the values of `names` for `archs`, computing the missing ones, and adds
-    up `metric_seconds`: the computation time of every distinct architecture looked up, whether computed now
-    or read from the table (whose rows record how long they took).
+    up `metric_seconds`: the time of the computations that gave the values of `names` for every distinct
+    architecture looked up, whether computed now or read from the table (whose rows record how long they
+    took; MetricTable.seconds_for).
     """
 
     def __init__(self, settings, device, names=(), workers=1):
@@ -157,7 +158,7 @@ class MetricSource:
         for arch in archs:
             if arch not in self._seen:
                 self._seen.add(arch)
-                self.metric_seconds += self.table.rows[arch]["seconds"]
+                self.metric_seconds += self.table.seconds_for(arch, self.names)
         return {arch: {m: self.table.rows[arch]["metrics"][m] for m in self.names} for arch in archs}
 
     def _compute_for_search(self, todo):

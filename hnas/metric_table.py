@@ -212,7 +212,10 @@ class MetricTable:
 
     # ---- rows ----------------------------------------------------------------------------------------
     def _read_rows(self):
-        """Merge the logs of every layer into {arch: {"index", "metrics", "seconds"}}, checking every row."""
+        """Merge the logs of every layer into {arch: {"index", "metrics", "seconds", "passes"}}, checking every
+        row; a metric's value is that of the first line that has it, and `passes` lists (metrics, seconds) of
+        the lines that gave values, so a search is charged for the computations of its own metrics
+        (seconds_for), not for every column added to the table since."""
         space = self.settings.create_space()
         index_of = official_indexer(space.name)
         merged = {}
@@ -223,12 +226,14 @@ class MetricTable:
                         arch, index, metrics, seconds = _parse_row(json.loads(line), space, index_of)
                     except (ValueError, KeyError, TypeError, AttributeError, HnasError) as error:
                         raise _corrupt(path, f"line {number} is not a valid row ({error})") from None
-                    entry = merged.setdefault(arch, {"index": index, "metrics": {}, "seconds": 0.0})
-                    new = {k: v for k, v in metrics.items() if k not in entry["metrics"]}
-                    entry["metrics"].update(new)
-                    if new:
-                        entry["seconds"] += seconds
+                    _add(merged.setdefault(arch, _new_entry(index)), metrics, seconds)
         return merged
+
+    def seconds_for(self, arch, metrics):
+        """The seconds of the computations that gave `arch` its values of `metrics` (a line that computed
+        several metrics together counts whole for any of them)."""
+        wanted = set(metrics)
+        return sum(seconds for names, seconds in self.rows[arch]["passes"] if wanted.intersection(names))
 
     def missing(self, arch, metrics):
         have = self.rows.get(arch, {}).get("metrics", {})
@@ -283,6 +288,19 @@ def _complete_lines(path):
         raise HnasError(f"the shipped metric table file {path} is damaged or truncated ({error}).\n"
                         "Reinstall hnas (pip install -e . in a clean checkout, or git checkout the file).") from None
     return text.split(b"\n")[:-1]
+
+
+def _new_entry(index):
+    return {"index": index, "metrics": {}, "seconds": 0.0, "passes": []}
+
+
+def _add(entry, metrics, seconds):
+    """A log line's values into a merged row: the metrics it lacks, and the line's seconds where it gave any."""
+    new = {k: v for k, v in metrics.items() if k not in entry["metrics"]}
+    if new:
+        entry["metrics"].update(new)
+        entry["seconds"] += seconds
+        entry["passes"].append((tuple(new), seconds))
 
 
 def _parse_row(row, space, index_of):
@@ -354,9 +372,7 @@ class RowWriter:
     def write(self, arch, index, metrics, seconds, device):
         row = {"arch": arch, "index": index, "metrics": metrics, "seconds": seconds, "device": str(device)}
         append_line(self._file, json.dumps(row))
-        entry = self.table.rows.setdefault(arch, {"index": index, "metrics": {}, "seconds": 0.0})
-        entry["metrics"].update(metrics)
-        entry["seconds"] += seconds
+        _add(self.table.rows.setdefault(arch, _new_entry(index)), metrics, seconds)
 
     def close(self):
         self._file.close()

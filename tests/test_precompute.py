@@ -199,6 +199,27 @@ def test_metric_lookup_reads_the_table_and_computes_missing(tmp_path, results_di
     assert lookup.metric_seconds == pytest.approx(table_of(cfg, results_dir)["seconds"].sum())
 
 
+def test_a_search_is_charged_for_the_computations_of_its_own_metrics(tmp_path, results_dir):
+    """A column added to the table later (another precompute's lines) does not change what a search on the
+    earlier columns is charged; a search on both is charged for both computations."""
+    archs = create_space("nb201").sample_distinct(2, seed=0)
+    settings = TableSettings.from_config(configure(*COMMON))
+
+    def charged(names):
+        lookup = metric_source.MetricSource(settings, torch.device("cpu"), names)
+        lookup(archs)
+        return lookup.metric_seconds
+
+    cfg = run_stage(tmp_path, "stage.limit=2")
+    before = charged(["snip"])
+    assert before == pytest.approx(table_of(cfg, results_dir)["seconds"].sum())
+    run_stage(tmp_path, "stage.limit=2", "stage.metrics=[synflow]")
+    lines = [json.loads(line) for line in next((results_dir / "metric-tables").glob("*/rows.jsonl")).open()]
+    added = sum(row["seconds"] for row in lines if "synflow" in row["metrics"])
+    assert added > 0 and charged(["snip"]) == before and charged(["synflow"]) == pytest.approx(added)
+    assert charged(["snip", "synflow"]) == pytest.approx(before + added)
+
+
 def test_a_second_precompute_of_the_same_log_stops_at_once(tmp_path, results_dir):
     cfg = run_stage(tmp_path, "stage.limit=2")
     settings = TableSettings.from_config(cfg)

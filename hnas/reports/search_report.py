@@ -42,19 +42,28 @@ def _readable_override(key, value):
     return f"{name}={value}"
 
 
+def _metric_label(row):
+    """The metric of a row of a setting frame; a combined metric with its components, as the correlation
+    report names it: 'agg(az_expressivity,flops)'."""
+    of = row.get("metric.of", "")
+    return f"{row['metric']}({of.strip('[]').replace(' ', '')})" if of else row["metric"]
+
+
 def method_labels(frame, setting):
     """The display label of each row of `frame` (which holds the `setting` columns), in row order.
 
     The method as a paper names it ('HNAS (snip)', 'REA', 'Training-free (snip)'); only where settings of
     the same algorithm and metric differ are the overrides that tell them apart appended ('REA (budget 18000
-    s)', 'HNAS (snip, queries=50)'). Distinct settings get distinct labels: two settings of one method differ
+    s)', 'HNAS (snip, queries=50)'); a combined metric is named with its components ('Training-free
+    (agg(synflow,flops))'). Distinct settings get distinct labels: two settings of one method differ
     in some override, at least one of them sets it (an unset one is empty), and that one's label shows it.
     """
-    overrides = [c for c in setting if c not in ("algorithm", "metric")]
+    overrides = [c for c in setting if c not in ("algorithm", "metric", "metric.of")]
+    metrics = frame.apply(_metric_label, axis=1)
     labels = []
-    for _, row in frame.iterrows():
-        same_method = frame[(frame["algorithm"] == row["algorithm"]) & (frame["metric"] == row["metric"])]
-        parts = [row["metric"]] if row["metric"] != "-" else []
+    for i, row in frame.iterrows():
+        same_method = frame[(frame["algorithm"] == row["algorithm"]) & (metrics == metrics[i])]
+        parts = [metrics[i]] if row["metric"] != "-" else []
         parts += [_readable_override(c, row[c]) for c in overrides
                   if row[c] != "" and same_method[c].nunique() > 1]
         name = method_name(row["algorithm"])
