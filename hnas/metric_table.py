@@ -212,7 +212,7 @@ class MetricTable:
 
     # ---- rows ----------------------------------------------------------------------------------------
     def _read_rows(self):
-        """Merge the logs of every layer into {arch: {"index", "metrics", "seconds", "passes"}}, checking every
+        """Merge the logs of every layer into {arch: {"index", "metrics", "passes"}}, checking every
         row; a metric's value is that of the first line that has it, and `passes` lists (metrics, seconds) of
         the lines that gave values, so a search is charged for the computations of its own metrics
         (seconds_for), not for every column added to the table since."""
@@ -249,7 +249,8 @@ class MetricTable:
     # ---- export --------------------------------------------------------------------------------------
     def frame(self):
         records = [
-            {"index": entry["index"], "arch": arch, **entry["metrics"], "seconds": entry["seconds"]}
+            {"index": entry["index"], "arch": arch, **entry["metrics"],
+             "seconds": sum(seconds for _, seconds in entry["passes"])}
             for arch, entry in self.rows.items()
         ]
         frame = pd.DataFrame.from_records(records, columns=None if records else ["index", "arch", "seconds"])
@@ -291,7 +292,7 @@ def _complete_lines(path):
 
 
 def _new_entry(index):
-    return {"index": index, "metrics": {}, "seconds": 0.0, "passes": []}
+    return {"index": index, "metrics": {}, "passes": []}
 
 
 def _add(entry, metrics, seconds):
@@ -299,7 +300,6 @@ def _add(entry, metrics, seconds):
     new = {k: v for k, v in metrics.items() if k not in entry["metrics"]}
     if new:
         entry["metrics"].update(new)
-        entry["seconds"] += seconds
         entry["passes"].append((tuple(new), seconds))
 
 
