@@ -62,6 +62,11 @@ class Combined:
 COMBINED = Registry("combined metric")
 
 
+def combined_label(name, components):
+    """How reports name a combined metric: with its components, 'agg(synflow,flops)'."""
+    return f"{name}({','.join(components)})"
+
+
 def log_rank_sum(columns):
     """sum_k log(rank_k) per row of an (N, K) array of component values."""
     columns = np.asarray(columns, dtype=float)

@@ -15,6 +15,7 @@ import pandas as pd
 
 from hnas.errors import HnasError
 from hnas.io import atomic_write_text
+from hnas.metrics.aggregate import combined_label
 from hnas.reports.results import (failed_jobs, load_results, markdown_table, pm, summarize, summary_setting,
                                   write_summary)
 
@@ -46,7 +47,7 @@ def _metric_label(row):
     """The metric of a row of a setting frame; a combined metric with its components, as the correlation
     report names it: 'agg(az_expressivity,flops)'."""
     of = row.get("metric.of", "")
-    return f"{row['metric']}({of.strip('[]').replace(' ', '')})" if of else row["metric"]
+    return combined_label(row["metric"], [c.strip() for c in of.strip("[]").split(",")]) if of else row["metric"]
 
 
 def method_labels(frame, setting):

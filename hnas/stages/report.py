@@ -24,6 +24,7 @@ def run(cfg, out_dir):
 
 
 def correlation(cfg, out_dir):
+    from hnas.metrics.aggregate import combined_label
     from hnas.oracles import create_oracle
     from hnas.reports.correlation import correlation_report
 
@@ -36,7 +37,7 @@ def correlation(cfg, out_dir):
     published_names = {}
     if cfg.metric.combined:
         frame = with_combined(frame, cfg.metric.name, list(cfg.metric.of), cfg.metric.combine)
-        published_names[cfg.metric.name] = f"{cfg.metric.name}({','.join(cfg.metric.of)})"
+        published_names[cfg.metric.name] = combined_label(cfg.metric.name, cfg.metric.of)
     metrics = list(cfg.stage.metrics) if cfg.stage.metrics else [
         c for c in frame.columns if c not in ("index", "arch", "seconds")]
     absent = [m for m in metrics if m not in frame.columns]
