@@ -31,10 +31,9 @@ SWAP_SEED = 0
 def pattern_codes(activations):
     """Each neuron's on/off pattern across the images (activations: images x neurons, at most SWAP_SAMPLES
     images) as the bits of one int32, image i the bit 2**i."""
-    codes = torch.zeros(activations.shape[1], dtype=torch.int32, device=activations.device)
-    for bit, on in enumerate(activations > 0):
-        codes |= on.to(torch.int32) << bit
-    return codes
+    # one weighted sum, not a shift and an or per image: those were a fifth of the metric's time on the CPU
+    bits = torch.pow(2, torch.arange(activations.shape[0], dtype=torch.int32, device=activations.device))
+    return ((activations > 0).to(torch.int32) * bits[:, None]).sum(0, dtype=torch.int32)
 
 
 def distinct_patterns(codes, num_images):
