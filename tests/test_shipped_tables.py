@@ -14,6 +14,7 @@ from hnas import data, metric_source, paths
 from hnas.benchmarks.nb201 import load_table, read_table
 from hnas.errors import HnasError
 from hnas.metric_table import MetricTable, TableSettings
+from hnas.metrics import list_metrics
 
 SHIPPED = paths.embedded_dir() / "metric-tables"
 REFERENCE_TABLE = "nb201-reference-cifar10-test-b64-seed0"
@@ -33,7 +34,7 @@ RTOL = {"grad_norm": 1e-2, "snip": 1e-2, "fisher": 1e-2, "jacob_cov": 1e-3, "ntk
         "vkdnw": 1e-3, "vkdnw_single": 1e-5, "te_nas_lr": 0}
 # plain's absolute tolerance, as a fraction of the median |value| of its column (it crosses 0)
 ATOL_OF_MEDIAN = {"plain": 0.1}
-# The metrics every row of the reference table has (the newer proxies: only some rows so far).
+# The metrics of the reference table's first computation (the newer proxies were added as columns later).
 THIRTEEN = {"grad_norm", "snip", "grasp", "fisher", "synflow", "jacob_cov", "plain", "l2_norm", "naswot",
             "ntk_trace", "condnum", "params", "flops"}
 
@@ -147,6 +148,22 @@ def test_shipped_rows_are_the_start_of_the_seeded_whole_space_order(name):
     rows are that shuffle's first N: sampling still draws the architectures it drew when they were computed."""
     settings, table = shipped_table(name)
     assert set(table.rows) == set(settings.create_space().sample_distinct(len(table.rows), settings.seed))
+
+
+def test_the_shipped_nb201_tables_hold_every_metric_on_the_whole_space():
+    """Every registered metric has a column of all 15,625 architectures in one of the shipped NB201 tables, and
+    no table has a column that only some of its rows hold: full-space correlations read these columns."""
+    covered = set()
+    for name in SHIPPED_TABLES:
+        settings, table = shipped_table(name)
+        if settings.space != "nb201":
+            continue
+        columns = [set(row["metrics"]) for row in table.rows.values()]
+        every, some = set.intersection(*columns), set.union(*columns)
+        assert len(table.rows) == 15_625, f"{name}: {len(table.rows)} rows"
+        assert every == some, f"{name}: {sorted(some - every)} only in some rows"
+        covered |= every
+    assert set(list_metrics()) <= covered, f"no whole-space column of {sorted(set(list_metrics()) - covered)}"
 
 
 def test_shipped_rows_file_is_byte_reproducible(tmp_path):
